@@ -1,0 +1,259 @@
+"""The command line: one verb per pipeline stage, plus `run` for all of them.
+
+Every verb takes `--recipe` (a YAML file or a built-in recipe name) and `--set k=v`
+overrides; what the user gets wrong is reported in one paragraph with exit code 2.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fmforge.config import RecipeError, load_recipe, recipe_to_yaml
+
+app = typer.Typer(
+    help="fmforge: build your own language foundation model — collect, prepare, tokenize, "
+    "pretrain, evaluate, deploy, customize, cost.\n\nExample: fmforge run   (the whole pipeline on "
+    "the built-in demo corpus, minutes on a CPU)",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Show and check recipes.\n\nExample: fmforge config show --recipe recipes/demo.yaml",
+                         no_args_is_help=True)
+data_app = typer.Typer(help="Collect raw sources and prepare (clean, filter, de-duplicate) them.\n\n"
+                       "Example: fmforge data collect stdlib --out runs/data/raw", no_args_is_help=True)
+tok_app = typer.Typer(help="Train a BPE tokenizer and encode a corpus to token shards.\n\n"
+                      "Example: fmforge tokenizer train --data runs/demo/prepare --vocab-size 8192 --out tok/",
+                      no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
+app.add_typer(tok_app, name="tokenizer")
+
+console = Console()
+err = Console(stderr=True)
+
+RecipeOpt = typer.Option(None, "--recipe", "-r", help="recipe YAML file or built-in name (default: demo)")
+SetOpt = typer.Option(None, "--set", "-s", help="override one field, e.g. --set train.max_steps=50 (repeatable)")
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one paragraph, exit code 2."""
+
+
+def _recipe(recipe: Optional[str], sets: Optional[List[str]]):
+    return load_recipe(recipe, sets or [])
+
+
+# ------------------------------------------------------------------ run / config
+
+
+@app.command()
+def run(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt,
+        force: bool = typer.Option(False, "--force", help="redo every stage, even those up to date")):
+    """Run every stage of a recipe: collect, prepare, tokenizer, train, eval, sample.
+
+    Stages whose inputs and config are unchanged since the last run are skipped.
+    Outputs go to runs/<recipe name>/ with report.json and report.md.
+
+    Examples:
+      fmforge run
+      fmforge run --recipe recipes/demo.yaml --set train.max_steps=50
+    """
+    from fmforge.pipeline import Pipeline, report_rows
+
+    r = _recipe(recipe, set_)
+    report = Pipeline(r, force=force).run_all()
+    table = Table(title=f"fmforge run: {r.name}  →  {r.run_dir}/report.json", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for k, v in report_rows(report):
+        table.add_row(k, v)
+    console.print(table)
+    console.print(f"[bold]sample[/bold] ({len(report.get('sample') or '')} chars):")
+    console.print((report.get("prompt") or "") + (report.get("sample") or ""), markup=False, highlight=False)
+
+
+@config_app.command("show")
+def config_show(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt):
+    """Print the resolved recipe (defaults filled in, presets applied, overrides applied).
+
+    Example: fmforge config show --recipe recipes/demo.yaml --set model.d_model=512
+    """
+    sys.stdout.write(recipe_to_yaml(_recipe(recipe, set_)))
+
+
+# ------------------------------------------------------------------ data
+
+
+@data_app.command("collect")
+def data_collect(sources: List[str] = typer.Argument(..., help="folders, .jsonl[.gz|.zst] or .parquet files, or 'stdlib'"),
+                 out: Path = typer.Option(..., "--out", "-o", help="output folder of Parquet shards"),
+                 include: List[str] = typer.Option(["*"], "--include", help="file-name globs for folders")):
+    """Read raw sources into Parquet shards of {id, text, source, meta}.
+
+    Example: fmforge data collect stdlib ~/notes --include '*.py' --include '*.md' --out runs/raw
+    """
+    from fmforge.data.collect import collect
+
+    s = collect(sources, include, out)
+    console.print_json(json.dumps({"docs": s.docs, "bytes": s.bytes, "skipped": s.skipped, "examples": s.examples}))
+
+
+@data_app.command("prepare")
+def data_prepare(input: Path = typer.Argument(..., help="folder of collected Parquet shards"),
+                 out: Path = typer.Option(..., "--out", "-o"),
+                 recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt):
+    """Clean, filter and de-duplicate collected documents (settings: the recipe's data section).
+
+    Example: fmforge data prepare runs/raw --out runs/clean --set data.min_chars=200
+    """
+    from fmforge.data.prepare import prepare
+
+    if not input.exists():
+        raise UserError(f"input folder not found: {input}")
+    s = prepare(input, out, _recipe(recipe, set_).data)
+    console.print_json(json.dumps(s.to_dict()))
+
+
+# ------------------------------------------------------------------ tokenizer
+
+
+@tok_app.command("train")
+def tokenizer_train(data: Path = typer.Option(..., "--data", help="folder of prepared Parquet shards"),
+                    out: Path = typer.Option(..., "--out", "-o"),
+                    vocab_size: Optional[int] = typer.Option(None, "--vocab-size"),
+                    recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt):
+    """Train a byte-level BPE tokenizer; writes tokenizer.json (loadable by transformers).
+
+    Example: fmforge tokenizer train --data runs/demo/prepare --vocab-size 8192 --out runs/tok8k
+    """
+    from fmforge.data.documents import read_docs
+    from fmforge.tokenizer.bpe import train_bpe
+
+    cfg = _recipe(recipe, set_).tokenizer
+    if vocab_size:
+        cfg = cfg.model_copy(update={"vocab_size": vocab_size})
+    if not data.exists():
+        raise UserError(f"data folder not found: {data}")
+    tok = train_bpe((d["text"] for d in read_docs(data, columns=["text"])), cfg, out)
+    console.print(f"vocabulary {tok.get_vocab_size():,} → {out / 'tokenizer.json'}")
+
+
+@tok_app.command("encode")
+def tokenizer_encode(tokenizer: Path = typer.Option(..., "--tokenizer", help="folder or tokenizer.json"),
+                     data: Path = typer.Option(..., "--data"), out: Path = typer.Option(..., "--out", "-o"),
+                     recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt):
+    """Encode prepared documents to token shards with a train/validation split by document.
+
+    Example: fmforge tokenizer encode --tokenizer runs/tok8k --data runs/demo/prepare --out runs/shards
+    """
+    from fmforge.tokenizer.bpe import load
+    from fmforge.tokenizer.encode import encode_corpus
+
+    r = _recipe(recipe, set_)
+    s = encode_corpus(load(tokenizer), data, out, r.data.val_fraction, r.data.split_seed)
+    console.print_json(json.dumps(s.__dict__))
+
+
+# ------------------------------------------------------------------ train / eval
+
+
+@app.command()
+def train(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt,
+          out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default runs/<name>/train)"),
+          resume: bool = typer.Option(False, "--resume", help="continue from the newest complete checkpoint")):
+    """Pretrain the recipe's model on its token shards (earlier stages run first if needed).
+
+    Writes metrics.jsonl, checkpoints/ and model.safetensors to the output folder.
+
+    Examples:
+      fmforge train --recipe recipes/demo.yaml --set train.max_steps=200
+      fmforge train --recipe recipes/gpt2-124m.yaml --out runs/gpt2 --resume
+    """
+    from fmforge.pipeline import Pipeline
+    from fmforge.train.trainer import train as run_train
+
+    r = _recipe(recipe, set_)
+    p = Pipeline(r)
+    for stage in ("collect", "prepare", "tokenizer"):
+        getattr(p, stage)()
+    if out is None:
+        p.train(resume=resume)
+    else:
+        res = run_train(r, p.stage_dir("tokenizer") / "shards", out, resume=resume)
+        console.print_json(json.dumps(res.to_dict()))
+
+
+@app.command("eval")
+def eval_(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt):
+    """Evaluate a trained run on its held-out documents: loss, bits per byte, gzip/xz baselines.
+
+    Example: fmforge eval --recipe recipes/demo.yaml
+    """
+    from fmforge.pipeline import Pipeline
+
+    r = _recipe(recipe, set_)
+    p = Pipeline(r)
+    for stage in ("collect", "prepare", "tokenizer", "train", "eval"):
+        getattr(p, stage)()
+    console.print_json(json.dumps(p.runs[-1].summary))
+
+
+@app.command()
+def sample(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt,
+           prompt: Optional[str] = typer.Option(None, "--prompt", help="text to complete (default: eval.prompt)")):
+    """Complete a prompt with a trained run's model.
+
+    Example: fmforge sample --prompt 'def quicksort(xs):' --set eval.temperature=0.8
+    """
+    from fmforge.eval.generate import generate
+    from fmforge.tokenizer.bpe import EOT, load
+    from fmforge.train.trainer import load_model
+
+    r = _recipe(recipe, set_)
+    text = prompt if prompt is not None else r.eval.prompt
+    model = load_model(r.run_dir / "train")
+    tok = load(r.run_dir / "tokenizer")
+    ids = [tok.token_to_id(EOT)] + tok.encode(text, add_special_tokens=False).ids
+    out = generate(model, ids, r.eval.max_new_tokens, r.eval.temperature, r.eval.top_k, stop_id=tok.token_to_id(EOT))
+    console.print(text + tok.decode(out), markup=False, highlight=False)
+
+
+def _mount_optional() -> None:
+    """Stage sub-apps that live with their stage (each is a Typer app of its own)."""
+    try:
+        from fmforge.cost.commands import app as cost_app
+    except ImportError:
+        return
+    app.add_typer(cost_app, name="cost")
+
+
+_mount_optional()
+
+
+def main() -> None:
+    try:
+        app()
+    except (RecipeError, UserError, FileNotFoundError) as e:
+        err.print(f"[bold red]error:[/bold red] {e}", markup=True, highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 — one clear paragraph for errors we name
+        from fmforge.train.trainer import TrainingDiverged
+
+        if isinstance(e, (TrainingDiverged, ValueError)):
+            err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

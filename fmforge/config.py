@@ -1,0 +1,290 @@
+"""The typed recipe: one object that says everything about a run.
+
+A recipe is YAML with one section per pipeline stage. Every field has a default, so a
+recipe only names what differs. Unknown fields and wrong types are errors that name the
+field (``RecipeError``), never silently ignored.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message names the file and field."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    # "stdlib" is the built-in default corpus: the running interpreter's standard library.
+    sources: list[str] = Field(default_factory=lambda: ["stdlib"])
+    include: list[str] = Field(default_factory=lambda: ["*.py"])
+    text_field: str = "text"
+    min_chars: int = Field(64, ge=0)
+    max_chars: int = Field(1_000_000, ge=1)
+    normalize: Literal["NFC", "NFKC", "none"] = "NFC"
+    dedup_exact: bool = True
+    val_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    split_seed: int = 0
+
+
+class TokenizerConfig(Section):
+    vocab_size: int = Field(4096, ge=260, le=1_048_576)
+    min_frequency: int = Field(2, ge=1)
+    digits: Literal[1, 3] = 3  # max digits per pre-token (GPT-4 style splits in groups of 3)
+    sample_bytes: int = Field(200_000_000, ge=1)  # training sample drawn from the corpus
+    special_tokens: list[str] = Field(
+        default_factory=lambda: ["<|endoftext|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>"]
+    )
+    path: Optional[str] = None  # use an existing tokenizer.json instead of training one
+
+
+class ModelConfig(Section):
+    preset: Optional[str] = None  # a named shape from fmforge.model.presets; fields below override it
+    vocab_size: Optional[int] = Field(None, ge=2)  # None: the tokenizer's vocabulary size
+    d_model: int = Field(256, ge=8)
+    n_layers: int = Field(4, ge=1)
+    n_heads: int = Field(4, ge=1)
+    n_kv_heads: Optional[int] = Field(None, ge=1)  # None: = n_heads (plain multi-head attention)
+    ffn_dim: Optional[int] = Field(None, ge=1)  # None: SwiGLU 8/3·d rounded up to a multiple of 64
+    context_length: int = Field(256, ge=8)
+    rope_base: float = Field(10000.0, gt=0)
+    norm_eps: float = Field(1e-5, gt=0)
+    tie_embeddings: bool = True
+    qk_norm: bool = False
+    init_std: float = Field(0.02, gt=0)
+
+    @model_validator(mode="after")
+    def _shapes(self) -> "ModelConfig":
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"model.n_heads must divide model.d_model (got {self.d_model} and {self.n_heads})"
+            )
+        if (self.d_model // self.n_heads) % 2:
+            raise ValueError(
+                f"model.d_model / model.n_heads must be even for RoPE (got {self.d_model // self.n_heads})"
+            )
+        kv = self.n_kv_heads or self.n_heads
+        if self.n_heads % kv:
+            raise ValueError(
+                f"model.n_kv_heads must divide model.n_heads (got {self.n_heads} and {kv})"
+            )
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def hidden_dim(self) -> int:
+        if self.ffn_dim:
+            return self.ffn_dim
+        return -(-int(8 * self.d_model / 3) // 64) * 64
+
+
+class TrainConfig(Section):
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
+    compile: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA, off for CPU
+    micro_batch: int = Field(16, ge=1)  # sequences per forward pass
+    global_batch_tokens: Optional[int] = Field(None, ge=1)  # None: one micro-batch per step
+    max_steps: Optional[int] = Field(None, ge=1)
+    max_tokens: Optional[int] = Field(None, ge=1)
+    time_budget_s: Optional[float] = Field(None, gt=0)  # stop training after this many seconds
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    lr: float = Field(3e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_steps: int = Field(50, ge=0)
+    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    decay_fraction: float = Field(0.2, gt=0, le=1)  # wsd: final fraction spent decaying
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    grad_clip: float = Field(1.0, ge=0)
+    activation_checkpointing: bool = False
+    seed: int = 1337
+    checkpoint_every: int = Field(0, ge=0)  # 0: only at the end
+    keep_checkpoints: int = Field(2, ge=1)
+    eval_every: int = Field(0, ge=0)  # 0: only at the end
+    eval_tokens: int = Field(65_536, ge=1)
+    log_every: int = Field(1, ge=1)
+    max_bad_steps: int = Field(5, ge=1)  # consecutive NaN/inf losses before the run stops
+    price_per_gpu_hour: float = Field(0.0, ge=0)
+    threads: int = Field(0, ge=0)  # CPU threads for torch; 0 = all cores
+
+    @model_validator(mode="after")
+    def _budget(self) -> "TrainConfig":
+        if not (self.max_steps or self.max_tokens or self.time_budget_s):
+            raise ValueError("train needs a budget: set train.max_steps, train.max_tokens or train.time_budget_s")
+        return self
+
+
+class EvalConfig(Section):
+    max_docs: Optional[int] = Field(None, ge=1)  # None: every held-out document
+    max_bytes: Optional[int] = Field(None, ge=1)  # cap on held-out bytes scored
+    prompt: str = "def fibonacci(n):"
+    max_new_tokens: int = Field(96, ge=0)
+    temperature: float = Field(0.0, ge=0)  # 0: greedy
+    top_k: Optional[int] = Field(None, ge=1)
+    baselines: list[Literal["gzip", "xz"]] = Field(default_factory=lambda: ["gzip", "xz"])
+
+
+class ServeConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_batch: int = Field(8, ge=1)
+
+
+class FinetuneConfig(Section):
+    method: Literal["full", "lora", "prompt"] = "lora"
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: float = Field(16.0, gt=0)
+    prompt_tokens: int = Field(20, ge=1)
+
+
+class CostConfig(Section):
+    gpu: str = "h100-sxm"
+    gpus: int = Field(1, ge=1)
+    mfu: Optional[float] = Field(None, gt=0, le=1)
+    price_per_hour: Optional[float] = Field(None, ge=0)
+
+
+class Recipe(Section):
+    name: str = "demo"
+    out_dir: str = "runs"  # outputs land in <out_dir>/<name>/
+    data: DataConfig = Field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(max_steps=100))
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+    def section_hash(self, *sections: str) -> dict[str, Any]:
+        """The parts of the recipe a stage depends on, for its up-to-date check."""
+        dump = self.model_dump(mode="json")
+        return {s: dump[s] for s in sections}
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _parse_value(text: str) -> Any:
+    """`--set k=v`: the value is YAML, so numbers, booleans, lists and null work."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _apply_override(data: dict, key: str, value: Any, known: BaseModel) -> None:
+    parts = key.split(".")
+    node, model = data, known
+    for i, part in enumerate(parts):
+        fields = type(model).model_fields if isinstance(model, BaseModel) else {}
+        if part not in fields:
+            where = ".".join(parts[:i]) or "the recipe"
+            allowed = ", ".join(sorted(fields)) or "(none)"
+            raise RecipeError(f"--set {key}: unknown field '{part}' in {where}; allowed: {allowed}")
+        if i == len(parts) - 1:
+            node[part] = value
+        else:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"--set {key}: '{'.'.join(parts[: i + 1])}' is not a section")
+            model = getattr(model, part)
+
+
+def _format_validation(err: ValidationError, source: str) -> str:
+    lines = [f"invalid recipe {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+            parent = e["loc"][:-1]
+            model: Any = Recipe
+            for p in parent:
+                ann = model.model_fields.get(str(p)) if hasattr(model, "model_fields") else None
+                model = ann.annotation if ann is not None else None
+            if model is not None and hasattr(model, "model_fields"):
+                msg += f"; allowed: {', '.join(sorted(model.model_fields))}"
+        elif e["type"] == "literal_error":
+            msg = f"{msg} (got {e.get('input')!r})"
+        elif "input" in e and not isinstance(e["input"], dict):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"  {loc or 'recipe'}: {msg}" if loc else f"  {msg}")
+    return "\n".join(lines)
+
+
+def resolve_recipe_path(recipe: str | Path | None) -> Path:
+    if recipe is None:
+        return RECIPES_DIR / "demo.yaml"
+    p = Path(recipe)
+    if p.exists():
+        return p
+    builtin = RECIPES_DIR / f"{recipe}.yaml"
+    if builtin.exists():
+        return builtin
+    names = ", ".join(sorted(x.stem for x in RECIPES_DIR.glob("*.yaml")))
+    raise RecipeError(f"recipe file not found: {recipe} (built-in recipes: {names})")
+
+
+def load_recipe(recipe: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
+    """Load a recipe file (or a built-in recipe by name) and apply `key=value` overrides."""
+    path = resolve_recipe_path(recipe)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise RecipeError(f"recipe {path} is not valid YAML: {e}") from None
+    except OSError as e:
+        raise RecipeError(f"cannot read recipe {path}: {e.strerror}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe {path} must be a mapping of sections, got {type(data).__name__}")
+    for item in overrides or []:
+        if "=" not in item:
+            raise RecipeError(f"--set expects key=value, got '{item}'")
+        key, value = item.split("=", 1)
+        _apply_override(data, key.strip(), _parse_value(value), Recipe())
+    data = _with_preset(data, path)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        raise RecipeError(_format_validation(e, str(path))) from None
+
+
+def _with_preset(data: dict, path: Path) -> dict:
+    """Fill model fields from a named preset; fields the recipe sets explicitly win."""
+    model = data.get("model")
+    if not isinstance(model, dict) or not model.get("preset"):
+        return data
+    from fmforge.model.presets import PRESETS  # the model's arithmetic, no torch
+
+    name = model["preset"]
+    if name not in PRESETS:
+        raise RecipeError(
+            f"invalid recipe {path}:\n  model.preset: unknown preset {name!r}; allowed: {', '.join(PRESETS)}"
+        )
+    return {**data, "model": {**PRESETS[name], **model}}
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(json.loads(recipe.model_dump_json()), sort_keys=False)

@@ -1,0 +1,119 @@
+"""Held-out evaluation: loss and bits per byte on whole validation documents.
+
+Each document is scored on its own, as the compressors it is compared with see one file
+at a time: the model reads the document-boundary token and predicts every token of the
+document after it. Documents longer than the context are scored in windows; each window
+after the first re-reads `context - stride` tokens of the previous one as context.
+
+bits per byte = (sum of -ln p over the document's tokens) / ln 2 / (UTF-8 bytes of the
+documents). It does not depend on the tokenizer, so models with different vocabularies
+and plain compressors can be compared.
+"""
+from __future__ import annotations
+
+import gzip
+import lzma
+import math
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from fmforge.tokenizer.shards import Shard
+
+
+@dataclass
+class HeldoutResult:
+    docs: int
+    tokens: int
+    bytes: int
+    nats: float
+
+    @property
+    def loss(self) -> float:
+        return self.nats / max(self.tokens, 1)
+
+    @property
+    def bpb(self) -> float:
+        return bits_per_byte(self.nats, self.bytes)
+
+    def to_dict(self) -> dict:
+        return {"docs": self.docs, "tokens": self.tokens, "bytes": self.bytes,
+                "val_loss": self.loss, "val_bpb": self.bpb}
+
+
+def bits_per_byte(nats: float, n_bytes: int) -> float:
+    return nats / math.log(2) / n_bytes
+
+
+def iter_docs(shards: list[Shard], max_docs: int | None = None, max_bytes: int | None = None) -> Iterator[tuple[np.ndarray, int]]:
+    """(token ids, byte count) of validation documents, in shard order, within the caps."""
+    n = total = 0
+    for shard in shards:
+        for i in range(len(shard)):
+            if (max_docs and n >= max_docs) or (max_bytes and total >= max_bytes):
+                return
+            n += 1
+            total += int(shard.doc_bytes[i])
+            yield np.asarray(shard.doc(i)), int(shard.doc_bytes[i])
+
+
+def windows(ids: np.ndarray, context: int, stride: int) -> Iterator[tuple[np.ndarray, int]]:
+    """(input+target window, index of the first target scored) covering every token once."""
+    n = len(ids)
+    if n <= context + 1:
+        yield ids, 0
+        return
+    yield ids[: context + 1], 0
+    end = context + 1
+    while end < n:
+        new_end = min(end + stride, n)
+        start = new_end - context - 1
+        yield ids[start:new_end], end - start - 1
+        end = new_end
+
+
+@torch.no_grad()
+def score_docs(model, docs: Iterable[tuple[np.ndarray, int]], context: int, device, batch_size: int = 16,
+               stride: int | None = None, autocast=None) -> HeldoutResult:
+    stride = stride or context
+    result = HeldoutResult(0, 0, 0, 0.0)
+    pending: list[tuple[np.ndarray, int]] = []
+
+    def run(batch):
+        x = torch.zeros(len(batch), context, dtype=torch.long)
+        y = torch.full((len(batch), context), -100, dtype=torch.long)
+        for r, (w, first) in enumerate(batch):
+            w = torch.from_numpy(w.astype(np.int64))
+            t = len(w) - 1
+            x[r, :t] = w[:-1]
+            y[r, first:t] = w[1 + first :]
+        x, y = x.to(device), y.to(device)
+        with autocast if autocast is not None else torch.autocast(device.type, enabled=False):
+            nats = model(x, y, reduction="sum")
+        result.nats += float(nats)
+        result.tokens += int((y != -100).sum())
+
+    for ids, nbytes in docs:
+        result.docs += 1
+        result.bytes += nbytes
+        for w in windows(ids, context, stride):
+            pending.append(w)
+            if len(pending) == batch_size:
+                run(pending)
+                pending = []
+    if pending:
+        run(pending)
+    return result
+
+
+def compressor_bpb(texts: Iterable[str]) -> dict[str, float]:
+    """Bits per byte of `gzip -9` and `xz -9e`, each file compressed on its own."""
+    raw = gz = xz = 0
+    for t in texts:
+        b = t.encode("utf-8", "surrogatepass")
+        raw += len(b)
+        gz += len(gzip.compress(b, compresslevel=9, mtime=0))
+        xz += len(lzma.compress(b, format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME))
+    return {"gzip_bpb": 8 * gz / raw, "xz_bpb": 8 * xz / raw, "baseline_bytes": raw}

@@ -1,0 +1,68 @@
+"""The eval and sample stages of a run: held-out bpb next to gzip/xz, and a completion."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from fmforge.config import Recipe
+from fmforge.data.documents import read_docs
+from fmforge.eval.generate import generate
+from fmforge.eval.heldout import compressor_bpb, iter_docs, score_docs
+from fmforge.tokenizer.bpe import EOT, load
+from fmforge.tokenizer.encode import is_validation
+from fmforge.tokenizer.shards import open_split
+from fmforge.train.trainer import load_model
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def evaluate_run(recipe: Recipe, run_dir: Path, out: Path) -> dict:
+    dev = _device()
+    model = load_model(run_dir / "train", dev)
+    shards = open_split(run_dir / "tokenizer" / "shards", "val")
+    e = recipe.eval
+    docs = list(iter_docs(shards, e.max_docs, e.max_bytes))
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if dev.type == "cuda" else None
+    res = score_docs(model, docs, model.cfg.context_length, dev, batch_size=16, autocast=autocast)
+    # the same documents, as text, for the compressors (encode wrote them in this order)
+    texts = []
+    for d in read_docs(run_dir / "prepare", columns=["id", "text"]):
+        if len(texts) == len(docs):
+            break
+        if is_validation(d["id"], recipe.data.val_fraction, recipe.data.split_seed):
+            texts.append(d["text"])
+    summary = res.to_dict()
+    base = compressor_bpb(texts)
+    if base["baseline_bytes"] != res.bytes:
+        raise RuntimeError("validation texts and token shards disagree; re-run with --force")
+    summary.update({k: base[k] for k in ("gzip_bpb", "xz_bpb")})
+    train_summary = json.loads((run_dir / "train" / "summary.json").read_text())
+    summary["cost"] = _cost(model, train_summary, recipe)
+    (out / "eval.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _cost(model, train_summary: dict, recipe: Recipe) -> dict | None:
+    try:
+        from fmforge.cost import run_cost
+    except ImportError:  # cost stage not installed in this build
+        return None
+    from fmforge.model.flops import flops_per_token
+
+    return run_cost(flops_per_token(model.cfg), train_summary["tokens"], train_summary["seconds"],
+                    recipe.cost.gpu if torch.cuda.is_available() else None, 1, recipe.train.price_per_gpu_hour or None)
+
+
+def sample_run(recipe: Recipe, run_dir: Path, out: Path) -> dict:
+    model = load_model(run_dir / "train", _device())
+    tok = load(run_dir / "tokenizer")
+    e = recipe.eval
+    ids = [tok.token_to_id(EOT)] + tok.encode(e.prompt, add_special_tokens=False).ids
+    new = generate(model, ids, e.max_new_tokens, e.temperature, e.top_k, stop_id=tok.token_to_id(EOT))
+    text = tok.decode(new, skip_special_tokens=False)
+    (out / "sample.txt").write_text(e.prompt + text)
+    return {"prompt": e.prompt, "sample": text}

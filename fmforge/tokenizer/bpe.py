@@ -1,0 +1,86 @@
+"""Train a byte-level BPE tokenizer with HF `tokenizers` and load it back.
+
+Byte-level: every string round-trips, no unknown tokens. Pre-tokenisation splits text
+GPT-4 style (letters, digit groups of at most 3 (or 1), punctuation runs, whitespace).
+The result is a standard `tokenizer.json`, loadable by `transformers`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from fmforge.config import TokenizerConfig
+
+EOT = "<|endoftext|>"
+PAD = "<|pad|>"
+
+
+def split_pattern(digits: int) -> str:
+    return (
+        r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,%d}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
+        % digits
+    )
+
+
+def new_tokenizer(cfg: TokenizerConfig) -> Tokenizer:
+    tok = Tokenizer(models.BPE(byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(split_pattern(cfg.digits)), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def sample_texts(texts: Iterable[str], max_bytes: int) -> Iterator[str]:
+    total = 0
+    for t in texts:
+        yield t
+        total += len(t)
+        if total >= max_bytes:
+            return
+
+
+def train_bpe(texts: Iterable[str], cfg: TokenizerConfig, out_dir: Path) -> Tokenizer:
+    if EOT not in cfg.special_tokens:
+        raise ValueError(f"tokenizer.special_tokens must include the document boundary token {EOT}")
+    tok = new_tokenizer(cfg)
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg.vocab_size,
+        min_frequency=cfg.min_frequency,
+        special_tokens=list(cfg.special_tokens),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(sample_texts(texts, cfg.sample_bytes), trainer=trainer)
+    save(tok, out_dir)
+    return tok
+
+
+def save(tok: Tokenizer, out_dir: Path) -> None:
+    """tokenizer.json plus the small config files `transformers.AutoTokenizer` looks for."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / ".tokenizer.json.tmp"
+    tok.save(str(tmp))
+    os.replace(tmp, out_dir / "tokenizer.json")
+    special = {"bos_token": EOT, "eos_token": EOT, "unk_token": None}
+    if tok.token_to_id(PAD) is not None:
+        special["pad_token"] = PAD
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 1_000_000_000, **special}
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    (out_dir / "special_tokens_map.json").write_text(json.dumps({k: v for k, v in special.items() if v}, indent=2))
+
+
+def load(path: Path) -> Tokenizer:
+    path = Path(path)
+    file = path / "tokenizer.json" if path.is_dir() else path
+    if not file.exists():
+        raise FileNotFoundError(f"tokenizer not found: {file}")
+    return Tokenizer.from_file(str(file))

@@ -1,0 +1,93 @@
+"""Everything about devices and parallelism, kept out of the model and the loop.
+
+One process per device (torchrun sets RANK/WORLD_SIZE/LOCAL_RANK); with more than one,
+each transformer block and then the whole model are sharded with FSDP2 (`fully_shard`).
+torch.compile wraps each block, which compiles once and is reused by every layer.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from fmforge.config import TrainConfig
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    autocast_dtype: torch.dtype | None = None
+    compile: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+
+def setup(cfg: TrainConfig) -> Runtime:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    want = cfg.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device asks for cuda but no CUDA device is visible")
+        device = torch.device(f"cuda:{local}" if world > 1 or want == "cuda" else want)
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        device = torch.device("cpu")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    dtype = {"bfloat16": torch.bfloat16, "float32": None}.get(cfg.dtype)
+    if cfg.dtype == "auto":
+        dtype = torch.bfloat16 if device.type == "cuda" else None
+    use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
+    return Runtime(device, rank, world, local, dtype, use_compile)
+
+
+def parallelize(model: torch.nn.Module, rt: Runtime, activation_checkpointing: bool = False) -> torch.nn.Module:
+    """Move to the device, then (optionally) checkpoint, compile and shard each block."""
+    model.to(rt.device)
+    if activation_checkpointing:
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+        for i, block in enumerate(model.layers):
+            model.layers[i] = checkpoint_wrapper(block, preserve_rng_state=False)
+    if rt.compile:
+        for block in model.layers:
+            block.compile()
+    if rt.world > 1:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        mp = MixedPrecisionPolicy(param_dtype=rt.autocast_dtype or torch.float32, reduce_dtype=torch.float32)
+        for block in model.layers:
+            fully_shard(block, mp_policy=mp)
+        fully_shard(model, mp_policy=mp)
+    return model
+
+
+def all_reduce_mean(x: torch.Tensor, rt: Runtime) -> torch.Tensor:
+    if rt.world > 1:
+        dist.all_reduce(x, op=dist.ReduceOp.AVG)
+    return x
+
+
+def teardown(rt: Runtime) -> None:
+    if rt.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
