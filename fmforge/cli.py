@@ -26,14 +26,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Show and check recipes.\n\nExample: fmforge config show --recipe recipes/demo.yaml",
                          no_args_is_help=True)
-data_app = typer.Typer(help="Collect raw sources and prepare (clean, filter, de-duplicate) them.\n\n"
-                       "Example: fmforge data collect stdlib --out runs/data/raw", no_args_is_help=True)
-tok_app = typer.Typer(help="Train a BPE tokenizer and encode a corpus to token shards.\n\n"
-                      "Example: fmforge tokenizer train --data runs/demo/prepare --vocab-size 8192 --out tok/",
-                      no_args_is_help=True)
 app.add_typer(config_app, name="config")
-app.add_typer(data_app, name="data")
-app.add_typer(tok_app, name="tokenizer")
 
 console = Console()
 err = Console(stderr=True)
@@ -86,79 +79,6 @@ def config_show(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = S
     Example: fmforge config show --recipe recipes/demo.yaml --set model.d_model=512
     """
     sys.stdout.write(recipe_to_yaml(_recipe(recipe, set_)))
-
-
-# ------------------------------------------------------------------ data
-
-
-@data_app.command("collect")
-def data_collect(sources: List[str] = typer.Argument(..., help="folders, .jsonl[.gz|.zst] or .parquet files, or 'stdlib'"),
-                 out: Path = typer.Option(..., "--out", "-o", help="output folder of Parquet shards"),
-                 include: List[str] = typer.Option(["*"], "--include", help="file-name globs for folders")):
-    """Read raw sources into Parquet shards of {id, text, source, meta}.
-
-    Example: fmforge data collect stdlib ~/notes --include '*.py' --include '*.md' --out runs/raw
-    """
-    from fmforge.data.collect import collect
-
-    s = collect(sources, include, out)
-    console.print_json(json.dumps({"docs": s.docs, "bytes": s.bytes, "skipped": s.skipped, "examples": s.examples}))
-
-
-@data_app.command("prepare")
-def data_prepare(input: Path = typer.Argument(..., help="folder of collected Parquet shards"),
-                 out: Path = typer.Option(..., "--out", "-o"),
-                 recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt):
-    """Clean, filter and de-duplicate collected documents (settings: the recipe's data section).
-
-    Example: fmforge data prepare runs/raw --out runs/clean --set data.min_chars=200
-    """
-    from fmforge.data.prepare import prepare
-
-    if not input.exists():
-        raise UserError(f"input folder not found: {input}")
-    s = prepare(input, out, _recipe(recipe, set_).data)
-    console.print_json(json.dumps(s.to_dict()))
-
-
-# ------------------------------------------------------------------ tokenizer
-
-
-@tok_app.command("train")
-def tokenizer_train(data: Path = typer.Option(..., "--data", help="folder of prepared Parquet shards"),
-                    out: Path = typer.Option(..., "--out", "-o"),
-                    vocab_size: Optional[int] = typer.Option(None, "--vocab-size"),
-                    recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt):
-    """Train a byte-level BPE tokenizer; writes tokenizer.json (loadable by transformers).
-
-    Example: fmforge tokenizer train --data runs/demo/prepare --vocab-size 8192 --out runs/tok8k
-    """
-    from fmforge.data.documents import read_docs
-    from fmforge.tokenizer.bpe import train_bpe
-
-    cfg = _recipe(recipe, set_).tokenizer
-    if vocab_size:
-        cfg = cfg.model_copy(update={"vocab_size": vocab_size})
-    if not data.exists():
-        raise UserError(f"data folder not found: {data}")
-    tok = train_bpe((d["text"] for d in read_docs(data, columns=["text"])), cfg, out)
-    console.print(f"vocabulary {tok.get_vocab_size():,} → {out / 'tokenizer.json'}")
-
-
-@tok_app.command("encode")
-def tokenizer_encode(tokenizer: Path = typer.Option(..., "--tokenizer", help="folder or tokenizer.json"),
-                     data: Path = typer.Option(..., "--data"), out: Path = typer.Option(..., "--out", "-o"),
-                     recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt):
-    """Encode prepared documents to token shards with a train/validation split by document.
-
-    Example: fmforge tokenizer encode --tokenizer runs/tok8k --data runs/demo/prepare --out runs/shards
-    """
-    from fmforge.tokenizer.bpe import load
-    from fmforge.tokenizer.encode import encode_corpus
-
-    r = _recipe(recipe, set_)
-    s = encode_corpus(load(tokenizer), data, out, r.data.val_fraction, r.data.split_seed)
-    console.print_json(json.dumps(s.__dict__))
 
 
 # ------------------------------------------------------------------ train / eval
@@ -225,16 +145,22 @@ def sample(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt
     console.print(text + tok.decode(out), markup=False, highlight=False)
 
 
-def _mount_optional() -> None:
-    """Stage sub-apps that live with their stage (each is a Typer app of its own)."""
-    try:
-        from fmforge.cost.commands import app as cost_app
-    except ImportError:
-        return
-    app.add_typer(cost_app, name="cost")
+def _mount_stage_apps() -> None:
+    """Verbs with sub-commands live with their stage, each a small Typer app of its own."""
+    import importlib
+
+    for verb, module in (("data", "fmforge.data.commands"), ("tokenizer", "fmforge.tokenizer.commands"),
+                         ("cost", "fmforge.cost.commands")):
+        try:
+            stage_app = importlib.import_module(module).app
+        except ModuleNotFoundError as e:
+            if e.name != module:  # a real missing dependency, not a stage still to come
+                raise
+            continue
+        app.add_typer(stage_app, name=verb)
 
 
-_mount_optional()
+_mount_stage_apps()
 
 
 def main() -> None:
