@@ -33,6 +33,8 @@ def save(ckpt_dir: Path, step: int, state: dict, keep: int) -> Path:
         f.flush()
         os.fsync(f.fileno())
     _fsync_dir(tmp)
+    if os.environ.get("FMFORGE_FAULT") == f"kill-in-save:{step}":  # tests: die between write and rename
+        os.kill(os.getpid(), 9)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

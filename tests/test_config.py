@@ -1,0 +1,73 @@
+import subprocess
+import sys
+
+import pytest
+
+from fmforge.config import RecipeError, load_recipe
+
+
+def test_demo_recipe_is_the_default():
+    r = load_recipe()
+    assert r.name == "demo" and r.model.preset == "tiny" and r.tokenizer.vocab_size == 4096
+
+
+def test_override_parses_yaml_values():
+    r = load_recipe(None, ["train.max_steps=50", "model.tie_embeddings=false", "data.sources=[a, b]"])
+    assert r.train.max_steps == 50 and r.model.tie_embeddings is False and r.data.sources == ["a", "b"]
+
+
+def test_preset_fills_fields_and_explicit_fields_win(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("model: {preset: gpt2-124m, n_layers: 6}\n")
+    r = load_recipe(p)
+    assert r.model.d_model == 768 and r.model.n_layers == 6 and r.model.vocab_size == 50304
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("model: {d_model: 384, n_heads: 5}\n", "model.n_heads must divide model.d_model (got 384 and 5)"),
+    ("model: {widht: 3}\n", "model.widht: unknown field; allowed:"),
+    ("train: {max_steps: many}\n", "train.max_steps"),
+    ("tokenizer: {digits: 2}\n", "tokenizer.digits"),
+    ("bogus: 1\n", "bogus: unknown field"),
+    ("model: {preset: gpt5}\n", "unknown preset 'gpt5'"),
+])
+def test_invalid_recipes_name_the_field(tmp_path, text, needle):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(RecipeError) as e:
+        load_recipe(p)
+    assert needle in str(e.value)
+
+
+def test_unknown_override_key():
+    with pytest.raises(RecipeError, match="unknown field 'max_step' in train"):
+        load_recipe(None, ["train.max_step=3"])
+
+
+def test_missing_recipe_file():
+    with pytest.raises(RecipeError, match="recipe file not found: nope.yaml"):
+        load_recipe("nope.yaml")
+
+
+@pytest.mark.parametrize("args", [["config", "show", "--recipe", "missing.yaml"],
+                                  ["config", "show", "--set", "model.n_heads=5"],
+                                  ["config", "show", "--set", "train.nope=1"]])
+def test_cli_bad_input_exits_2_without_traceback(args):
+    p = subprocess.run([sys.executable, "-m", "fmforge", *args], capture_output=True, text=True)
+    assert p.returncode == 2
+    assert "Traceback" not in p.stderr and "error" in p.stderr
+
+
+def test_config_show_prints_resolved_recipe():
+    p = subprocess.run([sys.executable, "-m", "fmforge", "config", "show", "--set", "model.d_model=512"],
+                       capture_output=True, text=True, check=True)
+    assert "d_model: 512" in p.stdout and "vocab_size: 4096" in p.stdout
+
+
+@pytest.mark.parametrize("verb", [[], ["run"], ["train"], ["eval"], ["sample"], ["config", "show"],
+                                  ["data", "collect"], ["data", "prepare"], ["tokenizer", "train"],
+                                  ["tokenizer", "encode"]])
+def test_every_verb_has_help_with_an_example(verb):
+    p = subprocess.run([sys.executable, "-m", "fmforge", *verb, "--help"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "Example" in p.stdout
