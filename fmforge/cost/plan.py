@@ -107,7 +107,7 @@ def plan(budget_usd: float, acc: Accelerator, gpus: int, base: ModelSpec, base_t
     return result
 
 
-def _count(x: float) -> str:
+def human_count(x: float) -> str:
     """12.3M, 6.74B, 1.4T: parameter and token counts the way papers write them."""
     for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
         if x >= div:
@@ -125,22 +125,22 @@ def _recommend(r: dict) -> tuple[str, str]:
     lora, full = ft["lora"], ft["full"]
     if lora["usd"] > budget:
         affordable = ft["tokens"] * budget / lora["usd"]
-        return "none", (f"Even LoRA on the {_count(base['params'])} base costs {_usd(lora['usd'])} for "
-                        f"{_count(ft['tokens'])} tokens, over the {_usd(budget)} budget; it affords {_count(affordable)} tokens.")
+        return "none", (f"Even LoRA on the {human_count(base['params'])} base costs {_usd(lora['usd'])} for "
+                        f"{human_count(ft['tokens'])} tokens, over the {_usd(budget)} budget; it affords {human_count(affordable)} tokens.")
     # Full fine-tuning adapts every weight; take it when it is affordable and fits the devices given.
     method = "full" if full["usd"] <= budget and (full["min_devices"] or math.inf) <= r["gpus"] else "lora"
     pick = ft[method]
-    both = (f"LoRA (rank {lora['rank']}, {_count(lora['lora_params'])} adapter weights) costs {_usd(lora['usd'])} "
+    both = (f"LoRA (rank {lora['rank']}, {human_count(lora['lora_params'])} adapter weights) costs {_usd(lora['usd'])} "
             f"and fits on {lora['min_devices'] or 'no number of'} device(s); full fine-tuning costs {_usd(full['usd'])} "
             f"and needs {full['min_devices'] or 'more than any number of'} device(s) of {r['accelerator']} with FSDP")
-    ft_text = (f"{'full fine-tuning' if method == 'full' else 'LoRA'} of the {_count(base['params'])} base "
-               f"on {_count(ft['tokens'])} tokens: {pick['device_hours']:,.1f} device-hours, "
+    ft_text = (f"{'full fine-tuning' if method == 'full' else 'LoRA'} of the {human_count(base['params'])} base "
+               f"on {human_count(ft['tokens'])} tokens: {pick['device_hours']:,.1f} device-hours, "
                f"{budget / pick['usd']:,.0f}x less than the budget ({both})")
     if s["loss"] >= base["loss"]:
-        return method, (f"Fine-tune. {_usd(budget)} pretrains a compute-optimal {_count(s['params'])} model on "
-                        f"{_count(s['tokens'])} tokens (predicted loss {s['loss']:.3f}), worse than the base's "
-                        f"{base['loss']:.3f} ({_count(base['params'])} on {_count(base['tokens'])} tokens, "
+        return method, (f"Fine-tune. {_usd(budget)} pretrains a compute-optimal {human_count(s['params'])} model on "
+                        f"{human_count(s['tokens'])} tokens (predicted loss {s['loss']:.3f}), worse than the base's "
+                        f"{base['loss']:.3f} ({human_count(base['params'])} on {human_count(base['tokens'])} tokens, "
                         f"{_usd(base['pretrain_usd'])} to pretrain at these rates); {ft_text}.")
-    return "scratch", (f"Pretraining is within reach: {_usd(budget)} trains a {_count(s['params'])} model on "
-                       f"{_count(s['tokens'])} tokens to predicted loss {s['loss']:.3f}, below the base's {base['loss']:.3f}. "
+    return "scratch", (f"Pretraining is within reach: {_usd(budget)} trains a {human_count(s['params'])} model on "
+                       f"{human_count(s['tokens'])} tokens to predicted loss {s['loss']:.3f}, below the base's {base['loss']:.3f}. "
                        f"Pretrain if you need your own data, tokenizer or license; otherwise {ft_text}.")
