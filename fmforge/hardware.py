@@ -66,7 +66,7 @@ CATALOG: dict[str, Accelerator] = {
                     "AWS g6e (1x L40S) on-demand us-east-1, median of the on-demand column in modal.com/blog/nvidia-l40s-price-article",
                     ("L40S",), "2025-08", "NVIDIA L40S datasheet: BF16 362 TFLOPS dense (733 sparse), 48 GB, 350 W"),
         Accelerator("tpu-v4", 275, 32, 192, 3.22, _GCP_TPU, (), "2024",
-                    "Cloud TPU v4 docs: 275 bf16 TFLOPS, 32 GiB HBM; Jouppi et al. ISCA 2023: 192 W max"),
+                    "Cloud TPU v4 docs: 275 bf16 TFLOPS, 32 GiB HBM; 192 W max chip power as quoted from Jouppi et al. ISCA 2023 (not re-checked)"),
         Accelerator("tpu-v5e", 197, 16, None, 1.20, _GCP_TPU, (), "2024",
                     "Cloud TPU v5e docs: 197 bf16 TFLOPS, 16 GB HBM2; power not published"),
         Accelerator("tpu-v5p", 459, 95, None, 4.20, _GCP_TPU, (), "2024",
@@ -170,3 +170,13 @@ def get(name: str, catalog: dict[str, Accelerator] | None = None) -> Accelerator
     if key not in catalog:
         raise KeyError(f"unknown accelerator '{name}'; known: {', '.join(catalog)}")
     return catalog[key]
+
+
+def markdown_table(catalog: dict[str, Accelerator] | None = None) -> str:
+    """The catalog as docs/cost.md shows it."""
+    rows = ["| name | bf16 dense TFLOP/s | memory GB | TDP W | $/device-hour | price source | price date | spec source |",
+            "|---|---|---|---|---|---|---|---|"]
+    for a in (catalog or CATALOG).values():
+        rows.append(f"| {a.name} | {a.bf16_tflops:g} | {a.memory_gb:g} | {a.tdp_w if a.tdp_w else 'n/a'} "
+                    f"| {a.usd_per_hour:.2f} | {a.price_source} | {a.price_date} | {a.spec_source} |")
+    return "\n".join(rows)

@@ -280,3 +280,9 @@ def test_cost_stage_does_not_import_torch():
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('fmforge.train', 'fmforge.serve', 'fmforge.cli'))]; "
             "sys.exit(str(bad) if bad else 0)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_docs_tables_match_the_code():
+    doc = (ROOT / "docs" / "cost.md").read_text(encoding="utf-8")
+    assert published.markdown_table() in doc, "regenerate with: python -m fmforge.cost.published"
+    assert hardware.markdown_table() in doc

@@ -20,6 +20,7 @@ from rich.table import Table
 from fmforge.config import CostConfig, RecipeError, load_recipe
 from fmforge.cost import estimate as est
 from fmforge.cost.estimate import CostError
+from fmforge.cost.plan import human_count
 from fmforge.hardware import get, load_catalog
 
 app = typer.Typer(help="Know the bill before you spend it: training cost, memory, budget plan, serving cost.\n\n"
@@ -161,6 +162,8 @@ def estimate_cmd(
     else:
         model = None
     n_tokens = _count(tokens, "--tokens") or (est.recipe_tokens(r) if r and not (preset or params) else None)
+    if r and model is not None and not n_tokens and days is None and budget_usd is None and phases is None:
+        raise CostError(f"recipe {r.name} sets no token count (train.max_tokens or train.max_steps): pass --tokens")
     acc = _accelerator(gpu or cost.gpu, cat)
     mfu_source = "--mfu" if mfu is not None else ("recipe cost.mfu" if cost.mfu else None)
     mfu = mfu if mfu is not None else cost.mfu
@@ -181,7 +184,8 @@ def _render_estimate(r: dict) -> None:
     t.add_column(style="dim")
     m, acc = r["model"], r["accelerator"]
     if m:
-        t.add_row("model", m["label"], f"{m['params'] / 1e9:.3g}B params" + (" (shape inferred)" if m["shape_inferred"] else ""))
+        t.add_row("model", m["label"], f"{human_count(m['params'])} params, {m['n_layers']} layers x {m['d_model']}"
+                  + (" (shape inferred from the count)" if m["shape_inferred"] else ""))
     if r.get("tokens"):
         t.add_row("tokens", _fmt(r["tokens"]), _band(r.get("tokens_band")))
     if r.get("flops"):
@@ -251,7 +255,6 @@ def plan_cmd(
 
 
 def _render_plan(r: dict) -> None:
-    from fmforge.cost.plan import human_count
     console.print(f"budget {_fmt(r['budget_usd'], 'usd')} = {r['device_hours']:,.0f} {r['accelerator']}-hours at "
                   f"${r['price_per_hour']}/h = {r['compute_flops']:.3e} FLOPs at MFU {r['mfu']:.1%} "
                   f"(band {_band(r['mfu_band'], 'pct')})")
