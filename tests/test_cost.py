@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from fmforge import hardware
 from fmforge.config import ModelConfig
 from fmforge.cost import estimate as est
-from fmforge.cost import memory, plan, published, serving
+from fmforge.cost import memory, plan, published
 from fmforge.cost.commands import app
 from fmforge.cost.estimate import CostError, run_cost
 from fmforge.model.presets import PRESETS
