@@ -106,6 +106,7 @@ class TrainConfig(Section):
     time_budget_s: Optional[float] = Field(None, gt=0)  # stop training after this many seconds
     optimizer: Literal["adamw", "muon"] = "adamw"
     lr: float = Field(3e-3, gt=0)
+    muon_lr: float = Field(0.02, gt=0)  # optimizer=muon: the rate of the blocks' matrices
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     warmup_steps: int = Field(50, ge=0)
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"

@@ -1,0 +1,105 @@
+"""Muon (MomentUm Orthogonalized by Newton-Schulz) for the 2-D weights of the blocks,
+AdamW for everything else (embeddings, output head, norm gains), in one optimizer so a
+checkpoint holds one state dict.
+
+Muon: keep a Nesterov momentum buffer per matrix, replace the update by the nearest
+semi-orthogonal matrix (a few Newton-Schulz iterations on the normalised update, in
+bf16), and scale it so every matrix moves by a similar RMS whatever its shape. Per step
+it costs a few extra small matmuls per weight; per token it learns faster than AdamW.
+"""
+from __future__ import annotations
+
+import torch
+
+from fmforge.config import TrainConfig
+
+
+def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Approximately U·Vᵀ of g = U·S·Vᵀ: a quintic Newton-Schulz iteration whose
+    coefficients push every singular value towards 1 quickly (not exactly 1: that is
+    fine for an update direction)."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.to(torch.bfloat16 if g.is_cuda else torch.float32)  # g: (..., rows, cols)
+    transposed = x.shape[-2] > x.shape[-1]
+    if transposed:
+        x = x.mT
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    for _ in range(steps):
+        s = x @ x.mT
+        x = a * x + (b * s + c * s @ s) @ x
+    return (x.mT if transposed else x).to(g.dtype)
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    def __init__(self, groups: list[dict], lr: float, betas=(0.9, 0.95), eps=1e-8, momentum=0.95,
+                 weight_decay=0.0):
+        defaults = dict(lr=lr, betas=betas, eps=eps, momentum=momentum, weight_decay=weight_decay,
+                        muon=False, lr_scale=1.0)
+        super().__init__(groups, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            if group["muon"]:
+                self._muon_step(group)
+            else:
+                self._adamw_step(group)
+
+    def _adamw_step(self, group: dict) -> None:
+        lr, wd, (b1, b2) = group["lr"], group["weight_decay"], group["betas"]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = self.state[p]
+            if "step" not in state:
+                state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+            state["step"] += 1
+            t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
+            m.lerp_(p.grad, 1 - b1)
+            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+            denom = (v / (1 - b2**t)).sqrt_().add_(group["eps"])
+            if wd:
+                p.mul_(1 - lr * wd)
+            p.addcdiv_(m, denom, value=-lr / (1 - b1**t))
+
+    def _muon_step(self, group: dict) -> None:
+        """Matrices of one shape are orthogonalized together in one batched iteration."""
+        lr, wd, mom = group["lr"], group["weight_decay"], group["momentum"]
+        by_shape: dict[tuple, list] = {}
+        for p in group["params"]:
+            if p.grad is not None:
+                by_shape.setdefault(tuple(p.shape), []).append(p)
+        for shape, params in by_shape.items():
+            updates = []
+            for p in params:
+                buf = self.state[p].setdefault("momentum", torch.zeros_like(p))
+                buf.mul_(mom).add_(p.grad)
+                updates.append(p.grad.add(buf, alpha=mom))  # Nesterov
+            ortho = orthogonalize(torch.stack(updates))
+            scale = max(1.0, shape[0] / shape[1]) ** 0.5
+            for p, u in zip(params, ortho.unbind(0)):
+                if wd:
+                    p.mul_(1 - lr * wd)
+                p.add_(u, alpha=-lr * scale)
+
+
+def build_muon(model: torch.nn.Module, cfg: TrainConfig) -> MuonAdamW:
+    """Muon for the blocks' matrices at train.muon_lr; AdamW at train.lr for the rest.
+    `lr_scale` keeps the two rates in proportion under the shared schedule."""
+    matrices, embeds, gains = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.dim() >= 2 and "embed" not in name and "lm_head" not in name:
+            matrices.append(p)
+        elif p.dim() >= 2:
+            embeds.append(p)
+        else:
+            gains.append(p)
+    ratio = cfg.muon_lr / cfg.lr
+    groups = [
+        {"params": matrices, "muon": True, "lr_scale": ratio, "weight_decay": cfg.weight_decay},
+        {"params": embeds, "muon": False, "weight_decay": 0.0},
+        {"params": gains, "muon": False, "weight_decay": 0.0},
+    ]
+    return MuonAdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
