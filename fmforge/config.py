@@ -25,14 +25,96 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
+    """Collect and prepare (fmforge.data; docs/data.md). Thresholds are the published
+    defaults of the rule they belong to (Gopher, C4, StarCoder)."""
+
+    class Gopher(Section):  # Gopher quality rules (Rae et al. 2021, A.1.1)
+        enabled: bool = True
+        min_words: int = Field(50, ge=0)
+        max_words: int = Field(100_000, ge=1)
+        min_mean_word_length: float = Field(3, ge=0)
+        max_mean_word_length: float = Field(10, ge=0)
+        max_symbol_word_ratio: float = Field(0.1, ge=0)
+        max_bullet_lines: float = Field(0.9, ge=0, le=1)
+        max_ellipsis_lines: float = Field(0.3, ge=0, le=1)
+        min_alpha_words: float = Field(0.8, ge=0, le=1)
+        min_stop_words: int = Field(2, ge=0)
+
+    class Repetition(Section):  # Gopher repetition rules (table A1)
+        enabled: bool = True
+        dup_line_frac: float = 0.3
+        dup_para_frac: float = 0.3
+        dup_line_char_frac: float = 0.2
+        dup_para_char_frac: float = 0.2
+        top_ngram_char_frac: list[float] = Field(default_factory=lambda: [0.2, 0.18, 0.16])  # n = 2, 3, 4
+        dup_ngram_char_frac: list[float] = Field(
+            default_factory=lambda: [0.15, 0.14, 0.13, 0.12, 0.11, 0.10])  # n = 5 ... 10
+
+    class C4(Section):  # C4 line rules (Raffel et al. 2020); terminal_punct off as in FineWeb
+        enabled: bool = True
+        terminal_punct: bool = False
+        min_words_per_line: int = Field(3, ge=0)
+        min_sentences: int = Field(5, ge=0)
+        max_word_length: int = Field(1000, ge=1)
+        lorem_ipsum: bool = True
+        javascript: bool = True
+        curly_bracket: bool = True
+        policy: bool = True
+        remove_citations: bool = True
+
+    class Code(Section):  # code rules (StarCoder / The Stack)
+        enabled: bool = True
+        max_line_length: int = Field(1000, ge=1)
+        max_mean_line_length: float = Field(100, gt=0)
+        min_alnum_fraction: float = Field(0.25, ge=0, le=1)
+        autogen_lines: int = Field(5, ge=0)  # look for "auto-generated" markers in the first N lines
+
+    class NearDedup(Section):  # MinHash LSH
+        enabled: bool = True
+        ngram: int = Field(5, ge=1)
+        num_perm: int = Field(128, ge=8)
+        bands: int = Field(16, ge=1)
+        rows: int = Field(8, ge=1)
+        verify: float = Field(0.75, ge=0, le=1)  # estimated Jaccard a candidate pair must reach; 0: off
+        seed: int = 1
+
+        @model_validator(mode="after")
+        def _bands(self):
+            if self.bands * self.rows > self.num_perm:
+                raise ValueError(f"data.near_dedup: bands*rows ({self.bands * self.rows}) > num_perm ({self.num_perm})")
+            return self
+
     # "stdlib" is the built-in default corpus: the running interpreter's standard library.
     sources: list[str] = Field(default_factory=lambda: ["stdlib"])
     include: list[str] = Field(default_factory=lambda: ["*.py"])
     text_field: str = "text"
+    strict: bool = False  # unreadable input is an error instead of a counted skip
+    workers: int = Field(0, ge=0)  # processes for prepare; 0: every core
+    executor: Literal["local", "ray"] = "local"
+    ray_address: Optional[str] = None  # ray.init(address=...); None: start a local Ray
     min_chars: int = Field(64, ge=0)
-    max_chars: int = Field(1_000_000, ge=1)
+    max_chars: int = Field(10_000_000, ge=1)
     normalize: Literal["NFC", "NFKC", "none"] = "NFC"
+    repair_unicode: bool = True  # ftfy mojibake repair
+    # Documents whose collected language (from the file extension) is one of these are
+    # code: code rules apply, prose rules and language id do not.
+    code_languages: list[str] = Field(default_factory=lambda: [
+        "python", "c", "cpp", "javascript", "typescript", "rust", "go", "java", "shell", "html", "json",
+        "yaml", "toml"])
+    languages: list[str] = Field(default_factory=lambda: ["en"])  # prose languages kept; []: all
+    langid_backend: Literal["py3langid", "fasttext"] = "py3langid"
+    langid_min_score: float = Field(0.65, ge=0, le=1)
+    gopher: Gopher = Field(default_factory=Gopher)
+    repetition: Repetition = Field(default_factory=Repetition)
+    c4: C4 = Field(default_factory=C4)
+    code: Code = Field(default_factory=Code)
+    pii: list[Literal["email", "ip", "phone", "card", "secret"]] = Field(
+        default_factory=lambda: ["email", "ip", "phone", "card", "secret"])  # []: no redaction
     dedup_exact: bool = True
+    near_dedup: NearDedup = Field(default_factory=NearDedup)
+    decontaminate: list[str] = Field(default_factory=list)  # eval files/folders
+    decontam_ngram: int = Field(13, ge=1)
+    decontam_action: Literal["drop", "report"] = "drop"
     val_fraction: float = Field(0.05, ge=0.0, lt=1.0)
     split_seed: int = 0
 
@@ -116,6 +198,9 @@ class TrainConfig(Section):
     beta2: float = Field(0.95, ge=0, lt=1)
     grad_clip: float = Field(1.0, ge=0)
     activation_checkpointing: bool = False
+    # SDPA kernel preference. auto: cuDNN attention first on Hopper (sm_90), where it is the
+    # fastest fused attention; PyTorch's own order (flash first) elsewhere.
+    attention: Literal["auto", "cudnn", "flash", "torch"] = "auto"
     seed: int = 1337
     checkpoint_every: int = Field(0, ge=0)  # 0: only at the end
     keep_checkpoints: int = Field(2, ge=1)

@@ -41,20 +41,18 @@ def evaluate_run(recipe: Recipe, run_dir: Path, out: Path) -> dict:
         raise RuntimeError("validation texts and token shards disagree; re-run with --force")
     summary.update({k: base[k] for k in ("gzip_bpb", "xz_bpb")})
     train_summary = json.loads((run_dir / "train" / "summary.json").read_text())
-    summary["cost"] = _cost(model, train_summary, recipe)
+    summary["cost"] = _cost(train_summary, recipe)
     (out / "eval.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def _cost(model, train_summary: dict, recipe: Recipe) -> dict | None:
-    try:
-        from fmforge.cost import run_cost
-    except ImportError:  # cost stage not installed in this build
-        return None
-    from fmforge.model.flops import flops_per_token
+def _cost(train_summary: dict, recipe: Recipe) -> dict:
+    """What the training run cost, on the device it ran on (see fmforge.cost)."""
+    from fmforge.cost import run_cost
 
-    return run_cost(flops_per_token(model.cfg), train_summary["tokens"], train_summary["seconds"],
-                    recipe.cost.gpu if torch.cuda.is_available() else None, 1, recipe.train.price_per_gpu_hour or None)
+    return run_cost(train_summary["flops_per_token"], train_summary["tokens"], train_summary["seconds"],
+                    train_summary.get("accelerator"), train_summary.get("devices", 1),
+                    recipe.train.price_per_gpu_hour or None)
 
 
 def sample_run(recipe: Recipe, run_dir: Path, out: Path) -> dict:

@@ -48,6 +48,7 @@ def setup(cfg: TrainConfig) -> Runtime:
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        prefer_attention(cfg.attention, device)
     else:
         device = torch.device("cpu")
         if cfg.threads:
@@ -59,6 +60,21 @@ def setup(cfg: TrainConfig) -> Runtime:
         dtype = torch.bfloat16 if device.type == "cuda" else None
     use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
     return Runtime(device, rank, world, local, dtype, use_compile)
+
+
+def prefer_attention(choice: str, device: torch.device) -> None:
+    """Put one SDPA backend first in PyTorch's priority order; shapes it cannot serve
+    still fall back to the next one."""
+    from torch.nn.attention import SDPBackend
+
+    if choice == "auto":
+        choice = "cudnn" if torch.cuda.get_device_capability(device) == (9, 0) else "torch"
+    if choice == "torch":
+        return
+    first = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}[choice]
+    order = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH, SDPBackend.CUDNN_ATTENTION]
+    order = [first] + [b for b in order if b != first]
+    torch._C._set_sdp_priority_order([int(b) for b in order])
 
 
 def parallelize(model: torch.nn.Module, rt: Runtime, activation_checkpointing: bool = False) -> torch.nn.Module:

@@ -46,6 +46,9 @@ class TrainResult:
     mfu: float | None
     tokens_per_s: float
     val: dict | None
+    accelerator: str | None = None  # catalog name, or None (CPU / unknown device)
+    devices: int = 1
+    flops_per_token: float = 0.0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -103,7 +106,8 @@ def train(recipe: Recipe, tokens_dir: Path, out_dir: Path, resume: bool = False,
         val_shards = []
 
     # --- model and optimizer
-    model = Transformer(mcfg)
+    with torch.device(rt.device):  # initialise in place: a 1B model inits in ms on a GPU, seconds on a CPU
+        model = Transformer(mcfg)
     n_params = count_params(mcfg).total
     model = parallelize(model, rt, cfg.activation_checkpointing)
     opt = build_optimizer(model, cfg, rt.device.type)
@@ -248,7 +252,7 @@ def train(recipe: Recipe, tokens_dir: Path, out_dir: Path, resume: bool = False,
         save_model(model, mcfg, out_dir)
     mfu_med = sorted(mfu_seen)[len(mfu_seen) // 2] if mfu_seen else None
     result = TrainResult(step, tokens_seen, elapsed, loss_val, n_params, skipped, mfu_med,
-                         tokens_seen / elapsed if elapsed else 0.0, val)
+                         tokens_seen / elapsed if elapsed else 0.0, val, acc.name if acc else None, rt.world, fpt)
     if rt.is_main:
         (out_dir / "summary.json").write_text(json.dumps(result.to_dict(), indent=2))
     teardown(rt)
