@@ -1,0 +1,78 @@
+"""Where prepare's phase-1 tasks run.
+
+- ``local``: a pool of worker processes on this machine (``workers``; 1 runs in-process).
+  We measured datatrove's LocalPipelineExecutor for this and kept our own pool: the same
+  parallelism, without its per-rank logging folders and completion files, which our
+  per-task output files already provide (docs/LOG.md).
+- ``ray``: datatrove's RayPipelineExecutor, the engine users already run at scale, on the
+  Ray cluster at ``data.ray_address`` (or a local one). Each Ray rank takes every
+  world_size-th task; tasks already written are skipped, so reruns resume.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+
+def run_tasks(tasks: list, cfg, work: Path, workers: int) -> None:
+    from fmforge.data.prepare import run_task, task_path
+
+    todo = [i for i in range(len(tasks)) if not task_path(work, i).exists()]
+    if not todo:
+        return
+    cfg_json = cfg.model_dump_json()
+    if cfg.executor == "ray":
+        return _run_ray(tasks, todo, cfg_json, work, workers, cfg.ray_address, cfg.strict)
+    if workers <= 1 or len(todo) == 1:
+        for i in todo:
+            run_task(i, tasks[i], cfg_json, str(work), cfg.strict)
+        return
+    # spawn, not fork: the caller may hold threads (torch, Ray) that a fork would corrupt
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(run_task, i, tasks[i], cfg_json, str(work), cfg.strict) for i in todo]
+        for f in futures:
+            f.result()  # re-raises a worker's error here
+
+
+class _RayStep:
+    """A datatrove pipeline step (callable(data, rank, world_size)) that runs our tasks."""
+
+    def __init__(self, tasks, todo, cfg_json, work, strict):
+        self.tasks, self.todo, self.cfg_json, self.work, self.strict = tasks, todo, cfg_json, work, strict
+
+    def __call__(self, data, rank: int = 0, world_size: int = 1):
+        from fmforge.data.prepare import run_task
+
+        for i in self.todo[rank::world_size]:
+            run_task(i, self.tasks[i], self.cfg_json, self.work, self.strict)
+        return iter(())
+
+
+def _run_ray(tasks, todo, cfg_json, work: Path, workers: int, address: str | None, strict: bool) -> None:
+    try:
+        import ray
+        from datatrove.executor.ray import RayPipelineExecutor
+    except ImportError as e:
+        raise RuntimeError("data.executor=ray needs the ray extra: pip install 'fmforge[ray]'") from e
+    started = False
+    if not ray.is_initialized():
+        import fmforge
+
+        root = str(Path(fmforge.__file__).resolve().parent.parent)
+        # workers import fmforge from this checkout even when it is not installed
+        ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": root}}, log_to_driver=False)
+        started = True
+    try:
+        world = min(len(todo), max(1, workers))
+        executor = RayPipelineExecutor(pipeline=[_RayStep(tasks, todo, cfg_json, str(work), strict)], tasks=world,
+                                       workers=world, logging_dir=str(work / "ray-logs"), skip_completed=False,
+                                       cpus_per_task=1, mem_per_cpu_gb=1)
+        executor.run()
+    finally:
+        if started:
+            ray.shutdown()
+    missing = [i for i in todo if not (work / f"task-{i:06d}.parquet").exists()]
+    if missing:
+        raise RuntimeError(f"ray executor finished with {len(missing)} tasks not done; see {work / 'ray-logs'}")

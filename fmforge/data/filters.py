@@ -1,0 +1,177 @@
+"""Quality filters: Gopher quality and repetition and the C4 line rules for prose,
+StarCoder-style rules for code. Each is a pure function of one document's text (and
+its precomputed words) that returns the reason it fails, or None to keep it.
+
+Thresholds are the published defaults, set in the recipe (``data.gopher``, ...):
+Gopher: Rae et al. 2021, "Scaling Language Models", appendix A.1.1 and table A1.
+C4: Raffel et al. 2020, section 2.2. Code: the StarCoder/The Stack filters (Li et al. 2023).
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from fmforge.data.text import is_prose_word, ngram_hashes
+
+STOP_WORDS = frozenset(["the", "be", "to", "of", "and", "that", "have", "with"])
+BULLETS = ("•", "-", "*", "‣", "◦", "–")
+ELLIPSES = ("...", "…")
+PARAGRAPH_RE = re.compile(r"\n{2,}")
+LINES_RE = re.compile(r"\n+")
+
+
+def gopher_quality(text: str, toks: list[str], cfg) -> str | None:
+    """Word count, mean word length, symbol/word ratios, bullet and ellipsis lines,
+    alphabetic words and stop words (the Gopher quality rules)."""
+    n_tokens = len(toks) or 1
+    prose = [t for t in toks if is_prose_word(t)]
+    n = len(prose)
+    if n < cfg.min_words:
+        return "gopher_too_few_words"
+    if n > cfg.max_words:
+        return "gopher_too_many_words"
+    mean_len = sum(map(len, prose)) / n
+    if mean_len < cfg.min_mean_word_length:
+        return "gopher_short_words"
+    if mean_len > cfg.max_mean_word_length:
+        return "gopher_long_words"
+    if text.count("#") / n_tokens > cfg.max_symbol_word_ratio:
+        return "gopher_hash_symbols"
+    if (text.count("...") + text.count("…")) / n_tokens > cfg.max_symbol_word_ratio:
+        return "gopher_ellipsis_symbols"
+    lines = text.splitlines() or [""]
+    if sum(ln.lstrip().startswith(BULLETS) for ln in lines) / len(lines) > cfg.max_bullet_lines:
+        return "gopher_bullet_lines"
+    if sum(ln.rstrip().endswith(ELLIPSES) for ln in lines) / len(lines) > cfg.max_ellipsis_lines:
+        return "gopher_ellipsis_lines"
+    alpha = sum(1 for t in toks if any(c.isalpha() for c in t))
+    if alpha / n_tokens < cfg.min_alpha_words:
+        return "gopher_few_alphabetic_words"
+    if cfg.min_stop_words and len(STOP_WORDS.intersection(t.lower() for t in prose)) < cfg.min_stop_words:
+        return "gopher_few_stop_words"
+    return None
+
+
+def _dup_fraction(parts: list[str]) -> tuple[float, int]:
+    """(fraction of parts that repeat an earlier part, characters in those repeats)."""
+    seen: set[str] = set()
+    dup = chars = 0
+    for p in parts:
+        if p in seen:
+            dup += 1
+            chars += len(p)
+        else:
+            seen.add(p)
+    return dup / max(1, len(parts)), chars
+
+
+def gopher_repetition(text: str, toks: list[str], wh: np.ndarray, cfg) -> str | None:
+    """Duplicate lines/paragraphs, the most frequent 2-4-gram, and characters inside
+    repeated 5-10-grams (Gopher table A1)."""
+    size = len(text) or 1
+    frac, chars = _dup_fraction(PARAGRAPH_RE.split(text.strip()))
+    if frac > cfg.dup_para_frac:
+        return "gopher_dup_paragraphs"
+    if chars / size > cfg.dup_para_char_frac:
+        return "gopher_dup_paragraph_chars"
+    frac, chars = _dup_fraction(LINES_RE.split(text))
+    if frac > cfg.dup_line_frac:
+        return "gopher_dup_lines"
+    if chars / size > cfg.dup_line_char_frac:
+        return "gopher_dup_line_chars"
+    if len(toks) < 2:
+        return None
+    lens = np.fromiter(map(len, toks), dtype=np.int64, count=len(toks))
+    for n, limit in zip((2, 3, 4), cfg.top_ngram_char_frac):
+        if len(toks) < n:
+            break
+        ng = ngram_hashes(wh, n)
+        _, first, counts = np.unique(ng, return_index=True, return_counts=True)
+        top = int(np.argmax(counts))
+        if counts[top] < 2:
+            continue
+        p = int(first[top])
+        ngram_chars = int(lens[p : p + n].sum()) + n - 1  # words joined by single spaces
+        if counts[top] * ngram_chars / size > limit:
+            return f"gopher_top_{n}gram"
+    for n, limit in zip(range(5, 11), cfg.dup_ngram_char_frac):
+        if len(toks) < n + 1:
+            break
+        ng = ngram_hashes(wh, n)
+        _, first = np.unique(ng, return_index=True)
+        repeat = np.ones(len(ng), dtype=np.int64)
+        repeat[first] = 0  # a start position repeats an n-gram seen earlier
+        # word j is covered when some repeated n-gram starting in [j-n+1, j] contains it
+        starts = np.concatenate([[0], np.cumsum(repeat)])
+        j = np.arange(len(toks))
+        hi = np.minimum(j + 1, len(ng))
+        lo = np.clip(j - n + 1, 0, len(ng))
+        covered = (starts[hi] - starts[lo]) > 0
+        if covered.any() and int(lens[covered].sum()) / size > limit:
+            return f"gopher_dup_{n}gram_chars"
+    return None
+
+
+C4_POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+C4_END = (".", "!", "?", '"', "'", "”", "’", "…")
+CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
+
+
+def c4_lines(text: str, cfg) -> tuple[str, str | None]:
+    """C4's rules: drop lines without terminal punctuation, short lines, lines about
+    javascript or cookie policies; drop documents with lorem ipsum or curly braces or too
+    few sentences. Returns the cleaned text and the reason to drop it (or None)."""
+    low = text.lower()
+    if cfg.lorem_ipsum and "lorem ipsum" in low:
+        return text, "c4_lorem_ipsum"
+    if cfg.curly_bracket and "{" in text:
+        return text, "c4_curly_bracket"
+    kept, sentences = [], 0
+    for line in text.split("\n"):
+        s = line.strip()
+        if not s:
+            kept.append(line)
+            continue
+        if cfg.remove_citations:
+            s = CITATION_RE.sub("", s)
+        if cfg.terminal_punct and not s.endswith(C4_END):
+            continue
+        if len(s.split()) < cfg.min_words_per_line:
+            continue
+        ls = s.lower()
+        if cfg.javascript and "javascript" in ls:
+            continue
+        if cfg.policy and any(p in ls for p in C4_POLICY):
+            continue
+        if any(len(w) > cfg.max_word_length for w in s.split()):
+            continue
+        sentences += s.count(". ") + s.count("? ") + s.count("! ") + 1
+        kept.append(s if cfg.remove_citations else line)
+    out = "\n".join(kept).strip()
+    if not out:
+        return text, "c4_no_lines_left"
+    if sentences < cfg.min_sentences:
+        return text, "c4_too_few_sentences"
+    return out, None
+
+
+AUTOGEN_RE = re.compile(r"auto-?generated|automatically generated|generated automatically|(?:file|code) (?:is |was )?generated by|do not edit", re.I)
+_NON_ALNUM_RE = re.compile(r"[\W_]+")
+
+
+def code_quality(text: str, cfg) -> str | None:
+    """Line length (max, mean), alphanumeric fraction and auto-generated markers."""
+    lines = text.split("\n")
+    longest = max(map(len, lines))
+    if longest > cfg.max_line_length:
+        return "code_long_line"
+    if len(text) / len(lines) > cfg.max_mean_line_length:
+        return "code_long_mean_line"
+    alnum = len(text) - sum(map(len, _NON_ALNUM_RE.findall(text)))
+    if alnum / max(1, len(text)) < cfg.min_alnum_fraction:
+        return "code_low_alphanumeric"
+    if cfg.autogen_lines and AUTOGEN_RE.search("\n".join(lines[: cfg.autogen_lines])):
+        return "code_autogenerated"
+    return None
+
