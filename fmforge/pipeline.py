@@ -130,18 +130,18 @@ class Pipeline:
         from fmforge.data.collect import collect
 
         def fn(out: Path) -> dict:
-            s = collect(self.recipe.data.sources, self.recipe.data.include, out)
+            d = self.recipe.data
+            s = collect(d.sources, d.include, out, text_field=d.text_field, strict=d.strict)
             return {"docs": s.docs, "bytes": s.bytes, "skipped": s.skipped}
 
         return self.run_stage("collect", fn)
 
     def prepare(self) -> StageRun:
+        from fmforge.data.datacard import summary
         from fmforge.data.prepare import prepare
 
-        def fn(out: Path) -> dict:
-            s = prepare(self.stage_dir("collect"), out, self.recipe.data)
-            return {"docs_in": s.docs_in, "docs_out": s.docs_out, "bytes_in": s.bytes_in,
-                    "bytes_out": s.bytes_out, "removed": dict(s.removed)}
+        def fn(out: Path) -> dict:  # the data card summary (full card: prepare/datacard.md)
+            return summary(prepare(self.stage_dir("collect"), out, self.recipe.data))
 
         return self.run_stage("prepare", fn)
 
@@ -211,7 +211,10 @@ def build_report(recipe: Recipe, runs: list[StageRun], seconds: float) -> dict:
         "seconds": seconds,
         "stages": {r.name: {"skipped": r.skipped, "seconds": r.seconds} for r in runs},
         "data": {"docs_collected": by.get("collect", {}).get("docs"), "docs_kept": prep.get("docs_out"),
-                 "bytes_kept": prep.get("bytes_out"), "removed": prep.get("removed"),
+                 "bytes_collected": prep.get("bytes_in"), "bytes_kept": prep.get("bytes_out"),
+                 "removed": prep.get("removed"), "pii": prep.get("pii"),
+                 "contaminated_docs": prep.get("contaminated_docs"), "languages": prep.get("languages"),
+                 "datacard": str(recipe.run_dir / "prepare" / "datacard.md"),
                  "train_docs": tok.get("train_docs"), "val_docs": tok.get("val_docs")},
         "tokenizer_vocab": tok.get("vocab_size"),
         "bytes_per_token": tok.get("bytes_per_token"),
@@ -243,10 +246,30 @@ def _f(x, fmt="{:.4f}") -> str:
     return "—" if x is None else fmt.format(x) if isinstance(x, (int, float)) else str(x)
 
 
+def data_card_rows(d: dict) -> list[tuple[str, str]]:
+    """The data card summary: bytes kept, top removal reasons, PII and contamination."""
+    rows = []
+    if d.get("bytes_kept") is not None and d.get("bytes_collected"):
+        rows.append(("data MB (collected → kept)", f"{d['bytes_collected'] / 1e6:,.1f} → {d['bytes_kept'] / 1e6:,.1f}"))
+    removed = d.get("removed") or {}
+    if removed:
+        top = sorted(removed.items(), key=lambda kv: -kv[1])
+        text = ", ".join(f"{k} {v:,}" for k, v in top[:5]) + (f", +{len(top) - 5} more" if len(top) > 5 else "")
+        rows.append(("removed (reason docs)", text))
+    if d.get("pii"):
+        rows.append(("PII redacted", ", ".join(f"{k} {v:,}" for k, v in d["pii"].items())))
+    if d.get("contaminated_docs"):
+        rows.append(("contaminated documents", f"{d['contaminated_docs']:,}"))
+    if d.get("datacard"):
+        rows.append(("data card", d["datacard"]))
+    return rows
+
+
 def report_rows(report: dict) -> list[tuple[str, str]]:
     d = report["data"]
     rows = [
         ("documents (collected → kept)", f"{_f(d['docs_collected'], '{:,}')} → {_f(d['docs_kept'], '{:,}')}"),
+        *data_card_rows(d),
         ("train / val documents", f"{_f(d['train_docs'], '{:,}')} / {_f(d['val_docs'], '{:,}')}"),
         ("tokenizer vocab", _f(report["tokenizer_vocab"], "{:,}")),
         ("bytes per token", _f(report["bytes_per_token"], "{:.2f}")),

@@ -28,7 +28,8 @@ def write_shard(docs: list[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     table = pa.Table.from_pylist(docs, schema=SCHEMA)
-    pq.write_table(table, tmp, compression="zstd")
+    # small row groups let prepare's tasks read a row range without the whole shard
+    pq.write_table(table, tmp, compression="zstd", row_group_size=256)
     os.replace(tmp, path)
 
 

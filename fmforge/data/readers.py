@@ -1,30 +1,56 @@
-"""Readers for single files: JSONL (.jsonl, .jsonl.gz, .jsonl.zst) and Parquet.
+"""Readers for single files and dataset folders, one small function each behind one
+interface: ``iter_*(path, stats, text_field) -> Iterator[doc]``.
 
-Each streams (constant memory) and counts what it cannot read, with file and line,
-instead of crashing.
+- JSONL (.jsonl, .jsonl.gz, .jsonl.zst, .ndjson): a ``text`` field (configurable), other
+  fields kept as metadata; the Pile's format.
+- Parquet (pyarrow); Hugging Face ``datasets`` folders written by ``save_to_disk``.
+- WARC / WARC.gz (FastWARC): HTML responses to main text (Resiliparse), URL and date kept.
+- tar / tar.gz archives of text files; single text files.
+
+Each streams (constant memory, bounded by ``MAX_LINE_CHARS`` per record) and counts what
+it cannot read with file and line (``stats.skip``) instead of crashing; in strict mode
+``stats.skip`` raises instead.
 """
 from __future__ import annotations
 
 import gzip
 import io
 import json
+import tarfile
 from pathlib import Path
 from typing import Iterator
 
 from fmforge.data.documents import make_doc
 
+MAX_LINE_CHARS = 64 << 20  # a longer JSONL record is skipped (and counted), not loaded
+TEXT_SUFFIXES = {".txt", ".md", ".rst", ".text", ".markdown"}
 
-def open_text(path: Path) -> io.TextIOBase:
+
+def open_binary(path: Path):
     name = path.name.lower()
-    if name.endswith(".gz"):
-        raw = gzip.open(path, "rb")
-    elif name.endswith(".zst"):
+    f = open(path, "rb")
+    if name.endswith((".gz", ".tgz")):
+        return gzip.GzipFile(fileobj=f)
+    if name.endswith(".zst"):
         import zstandard
 
-        raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), read_across_frames=True)
-    else:
-        raw = open(path, "rb")
-    return io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8", errors="surrogateescape", newline="\n")
+        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True, closefd=True)
+    return f
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    return io.TextIOWrapper(io.BufferedReader(open_binary(path)), encoding="utf-8", errors="surrogateescape",
+                            newline="\n")
+
+
+def valid_utf8(text: str, stats, where: str) -> str:
+    """Text decoded with surrogateescape: replace undecodable bytes with U+FFFD, counted."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        stats.skip("invalid_utf8_replaced", where)
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def iter_jsonl(path: Path, stats, text_field: str = "text") -> Iterator[dict]:
@@ -33,15 +59,25 @@ def iter_jsonl(path: Path, stats, text_field: str = "text") -> Iterator[dict]:
         lineno = 0
         while True:
             try:
-                line = f.readline()
-            except (EOFError, OSError, Exception) as e:  # truncated .gz/.zst stream
-                stats.skip("truncated_file", f"{path}: after line {lineno}: {e}")
+                line = f.readline(MAX_LINE_CHARS)
+            except Exception as e:  # truncated or corrupt .gz/.zst stream
+                stats.skip("truncated_file", f"{path}: after line {lineno}: {type(e).__name__}: {e}")
                 return
             if not line:
                 return
             lineno += 1
+            if len(line) >= MAX_LINE_CHARS and not line.endswith("\n"):
+                stats.skip("line_too_long", f"{path}:{lineno}: over {MAX_LINE_CHARS:,} characters")
+                try:
+                    while (rest := f.readline(MAX_LINE_CHARS)) and not rest.endswith("\n"):
+                        pass
+                except Exception as e:
+                    stats.skip("truncated_file", f"{path}: after line {lineno}: {type(e).__name__}: {e}")
+                    return
+                continue
             if not line.strip():
                 continue
+            line = valid_utf8(line, stats, f"{path}:{lineno}")
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
@@ -55,27 +91,136 @@ def iter_jsonl(path: Path, stats, text_field: str = "text") -> Iterator[dict]:
             yield make_doc(text, source, f"line:{lineno}", **meta)
 
 
-def iter_parquet(path: Path, stats, text_field: str = "text") -> Iterator[dict]:
-    import pyarrow.parquet as pq
-
-    source = str(path)
+def _iter_table_batches(batches, source: str, stats, text_field: str, what: str) -> Iterator[dict]:
     row = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+    for batch in batches:
         for rec in batch.to_pylist():
             row += 1
             text = rec.get(text_field)
             if not isinstance(text, str):
-                stats.skip("missing_text", f"{path}: row {row}: field '{text_field}' is not a string")
+                stats.skip("missing_text", f"{source}: {what} {row}: field '{text_field}' is not a string")
                 continue
             meta = {k: v for k, v in rec.items() if k != text_field}
-            yield make_doc(text, source, f"row:{row}", **meta)
+            yield make_doc(text, source, f"{what}:{row}", **json.loads(json.dumps(meta, default=str)))
+
+
+def iter_parquet(path: Path, stats, text_field: str = "text") -> Iterator[dict]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        yield from _iter_table_batches(pf.iter_batches(batch_size=256), str(path), stats, text_field, "row")
+    except (OSError, ValueError) as e:  # pyarrow raises ArrowInvalid (a ValueError) on corrupt files
+        stats.skip("corrupt_file", f"{path}: {type(e).__name__}: {e}")
+
+
+def is_hf_dataset(folder: Path) -> bool:
+    return (folder / "state.json").exists() or (folder / "dataset_dict.json").exists()
+
+
+def iter_hf_dataset(folder: Path, stats, text_field: str = "text") -> Iterator[dict]:
+    """A `datasets` save_to_disk folder: Arrow stream files listed in state.json (a
+    DatasetDict folder holds one such folder per split)."""
+    import pyarrow as pa
+
+    if (folder / "dataset_dict.json").exists():
+        splits = json.loads((folder / "dataset_dict.json").read_text())["splits"]
+        for split in splits:
+            yield from iter_hf_dataset(folder / split, stats, text_field)
+        return
+    state = json.loads((folder / "state.json").read_text())
+    for entry in state.get("_data_files", []):
+        path = folder / entry["filename"]
+        try:
+            with pa.memory_map(str(path)) as src:
+                reader = pa.ipc.open_stream(src)
+                yield from _iter_table_batches(reader, str(path), stats, text_field, "row")
+        except (OSError, ValueError) as e:
+            stats.skip("corrupt_file", f"{path}: {type(e).__name__}: {e}")
+
+
+def iter_warc(path: Path, stats, text_field: str = "text") -> Iterator[dict]:
+    """HTML (and plain-text) responses of a WARC file, as main text via Resiliparse."""
+    from fastwarc.warc import ArchiveIterator, WarcRecordType
+    from resiliparse.extract.html2text import extract_plain_text
+    from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+
+    source = str(path)
+    n = 0
+    with open(path, "rb") as f:
+        try:
+            for rec in ArchiveIterator(f, record_types=WarcRecordType.response, parse_http=True):
+                n += 1
+                url = rec.headers.get("WARC-Target-URI", "")
+                ctype = (rec.http_headers.get("Content-Type", "") if rec.http_headers else "").lower()
+                body = rec.reader.read()
+                if "html" not in ctype and "text/plain" not in ctype:
+                    stats.skip("warc_not_text", f"{path}: record {n} ({url}): {ctype or 'no content type'}")
+                    continue
+                html = bytes_to_str(body, detect_encoding(body))
+                text = extract_plain_text(html, main_content=True) if "html" in ctype else html
+                yield make_doc(text, source, rec.record_id or f"record:{n}", url=url,
+                               date=rec.headers.get("WARC-Date", ""), content_type=ctype)
+        except Exception as e:  # FastWARC stops on truncated/corrupt archives
+            stats.skip("truncated_file", f"{path}: after record {n}: {type(e).__name__}: {e}")
+
+
+def iter_tar(path: Path, stats, text_field: str = "text") -> Iterator[dict]:
+    from fmforge.data.collect import LANGUAGES
+
+    source = str(path)
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                suffix = Path(member.name).suffix.lower()
+                if suffix not in LANGUAGES and suffix not in TEXT_SUFFIXES:
+                    stats.skip("not_text", f"{path}:{member.name}")
+                    continue
+                raw = tar.extractfile(member).read()
+                text = decode_file(raw, f"{path}:{member.name}", stats)
+                if text is not None:
+                    yield make_doc(text, source, member.name, language=LANGUAGES.get(suffix, "text"))
+    except (tarfile.TarError, OSError, EOFError) as e:
+        stats.skip("truncated_file", f"{path}: {type(e).__name__}: {e}")
+
+
+def decode_file(raw: bytes, where: str, stats) -> str | None:
+    if b"\0" in raw[:8192]:
+        stats.skip("binary", where)
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        stats.skip("invalid_utf8", f"{where}: byte {e.start}")
+        return None
+
+
+def iter_text_file(path: Path, stats, text_field: str = "text") -> Iterator[dict]:
+    from fmforge.data.collect import LANGUAGES
+
+    text = decode_file(path.read_bytes(), str(path), stats)
+    if text is not None:
+        yield make_doc(text, str(path.parent), path.name, language=LANGUAGES.get(path.suffix.lower(), "text"))
 
 
 def iter_file(path: Path, stats, text_field: str = "text") -> Iterator[dict]:
     name = path.name.lower()
-    if any(name.endswith(s) for s in (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".ndjson")):
-        yield from iter_jsonl(path, stats, text_field)
+    if name.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".json.zst", ".ndjson")):
+        reader = iter_jsonl
     elif name.endswith(".parquet"):
-        yield from iter_parquet(path, stats, text_field)
+        reader = iter_parquet
+    elif name.endswith((".warc", ".warc.gz")):
+        reader = iter_warc
+    elif name.endswith((".tar", ".tar.gz", ".tgz")):
+        reader = iter_tar
+    elif path.suffix.lower() in TEXT_SUFFIXES:
+        reader = iter_text_file
     else:
-        raise ValueError(f"{path}: unknown file format (expected a folder, .jsonl[.gz|.zst] or .parquet)")
+        raise ValueError(f"{path}: unknown file format (expected a folder, .jsonl[.gz|.zst], .parquet, "
+                         ".warc[.gz], .tar[.gz] or a text file)")
+    try:
+        yield from reader(path, stats, text_field)
+    except PermissionError as e:
+        stats.skip("unreadable", f"{path}: {e.strerror}")
