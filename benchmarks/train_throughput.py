@@ -131,7 +131,7 @@ def run_case(name: str, steps: int, warmup: int, nanogpt: str | None) -> dict:
 
     def step(i: int) -> float:
         d = data[i % len(data)]
-        loss = loss_fn(d[:, :-1], d[:, 1:])
+        loss = loss_fn(d[:, :-1].contiguous(), d[:, 1:].contiguous())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

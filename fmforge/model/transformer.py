@@ -140,12 +140,18 @@ class Transformer(nn.Module):
         """Logits for every position, or the cross-entropy loss when targets are given
         (targets of -100 are ignored)."""
         h = self.hidden(idx)
-        logits = F.linear(h, self.output_weight())
         if targets is None:
-            return logits
-        return F.cross_entropy(
-            logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction=reduction
-        )
+            return F.linear(h, self.output_weight())
+        return self.loss_head(h, self.output_weight(), targets, reduction)
+
+    @staticmethod
+    def loss_head(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.Tensor:
+        """Output projection + cross-entropy in fp32. A function of its own so that it can
+        be compiled apart (fmforge.train.parallelize): fused, the fp32 logits are never
+        written out in full."""
+        logits = F.linear(h, weight).float()
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
+                               reduction=reduction)
 
 
 class KVCache:

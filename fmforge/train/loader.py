@@ -49,7 +49,7 @@ class TokenLoader:
         rows = np.stack([self._window(base + j) for j in range(self.batch_size)]).astype(np.int64)
         self.position += self.batch_size * self.world
         t = torch.from_numpy(rows)
-        return t[:, :-1], t[:, 1:]
+        return t[:, :-1].contiguous(), t[:, 1:].contiguous()
 
     def state_dict(self) -> dict:
         return {"position": self.position, "seed": self.seed, "seq_len": self.seq_len}

@@ -86,8 +86,12 @@ def parallelize(model: torch.nn.Module, rt: Runtime, activation_checkpointing: b
         for i, block in enumerate(model.layers):
             model.layers[i] = checkpoint_wrapper(block, preserve_rng_state=False)
     if rt.compile:
+        # Each block on its own: they share one compiled graph, so compilation takes
+        # seconds, not the minutes of a whole-model compile. The loss head apart, so that
+        # the fp32 logits stay inside fused kernels.
         for block in model.layers:
             block.compile()
+        model.loss_head = torch.compile(model.loss_head)
     if rt.world > 1:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
