@@ -68,6 +68,7 @@ def prepare(data: Path, work: Path, vocab: int) -> dict:
 
 
 def score(model_fn, shards: Path, context: int) -> dict:
+    """val_loss, val_bpb and the size of what was scored (val_docs, val_tokens, val_bytes)."""
     import torch
 
     from fmforge.eval.heldout import iter_docs, score_docs
@@ -75,7 +76,7 @@ def score(model_fn, shards: Path, context: int) -> dict:
 
     res = score_docs(model_fn, iter_docs(open_split(shards, "val")), context, torch.device("cuda"),
                      batch_size=16, autocast=torch.autocast("cuda", dtype=torch.bfloat16))
-    return res.to_dict()
+    return {k if k.startswith("val_") else f"val_{k}": v for k, v in res.to_dict().items()}
 
 
 def run_nanogpt(nanogpt: str, shards: Path, vocab: int, budget_s: float | None) -> dict:
