@@ -120,14 +120,19 @@ class DataConfig(Section):
 
 
 class TokenizerConfig(Section):
+    """Train and encode (fmforge.tokenizer; docs/tokenizer.md)."""
+
     vocab_size: int = Field(4096, ge=260, le=1_048_576)
     min_frequency: int = Field(2, ge=1)
     digits: Literal[1, 3] = 3  # max digits per pre-token (GPT-4 style splits in groups of 3)
-    sample_bytes: int = Field(200_000_000, ge=1)  # training sample drawn from the corpus
+    normalize: Literal["none", "NFC", "NFKC"] = "none"  # stored in tokenizer.json; "none" round-trips exactly
+    sample_bytes: int = Field(200_000_000, ge=1)  # training sample: whole documents drawn by id hash
     special_tokens: list[str] = Field(
         default_factory=lambda: ["<|endoftext|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>"]
     )
     path: Optional[str] = None  # use an existing tokenizer.json instead of training one
+    workers: int = Field(0, ge=0)  # encode processes; 0: every core
+    chunk_bytes: int = Field(8 << 20, ge=1)  # text per encode work unit = per shard (sets shard size)
 
 
 class ModelConfig(Section):

@@ -146,9 +146,9 @@ class Pipeline:
         return self.run_stage("prepare", fn)
 
     def tokenizer(self) -> StageRun:
-        from fmforge.data.documents import read_docs
-        from fmforge.tokenizer.bpe import load, train_bpe
+        from fmforge.tokenizer.bpe import load, save, train_bpe
         from fmforge.tokenizer.encode import encode_corpus, is_validation
+        from fmforge.tokenizer.sample import sample_docs
 
         r = self.recipe
 
@@ -157,15 +157,14 @@ class Pipeline:
             t0 = time.perf_counter()
             if r.tokenizer.path:
                 tok = load(Path(r.tokenizer.path))
-                from fmforge.tokenizer.bpe import save
-
                 save(tok, out)
             else:  # train on training documents only: validation text stays unseen
-                texts = (d["text"] for d in read_docs(docs, columns=["id", "text"])
-                         if not is_validation(d["id"], r.data.val_fraction, r.data.split_seed))
+                texts = sample_docs(docs, r.tokenizer.sample_bytes,
+                                    exclude=lambda i: is_validation(i, r.data.val_fraction, r.data.split_seed))
                 tok = train_bpe(texts, r.tokenizer, out)
             t_train = time.perf_counter() - t0
-            s = encode_corpus(tok, docs, out / "shards", r.data.val_fraction, r.data.split_seed)
+            s = encode_corpus(tok, docs, out / "shards", r.data.val_fraction, r.data.split_seed,
+                              workers=r.tokenizer.workers, chunk_bytes=r.tokenizer.chunk_bytes, verbose=self.verbose)
             return {"vocab_size": tok.get_vocab_size(), "train_seconds": t_train,
                     "encode_seconds": time.perf_counter() - t0 - t_train, **s.__dict__,
                     "bytes_per_token": s.bytes / max(1, s.train_tokens + s.val_tokens - s.train_docs - s.val_docs)}

@@ -2,7 +2,8 @@
 
 Byte-level: every string round-trips, no unknown tokens. Pre-tokenisation splits text
 GPT-4 style (letters, digit groups of at most 3 (or 1), punctuation runs, whitespace).
-The result is a standard `tokenizer.json`, loadable by `transformers`.
+An optional Unicode normaliser (NFC/NFKC) is stored in the tokenizer, so every user of
+the file applies it. The result is a standard `tokenizer.json`, loadable by `transformers`.
 """
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from fmforge.config import TokenizerConfig
 
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"
+NORMALIZERS = {"NFC": normalizers.NFC, "NFKC": normalizers.NFKC}
 
 
 def split_pattern(digits: int) -> str:
@@ -28,6 +30,8 @@ def split_pattern(digits: int) -> str:
 
 def new_tokenizer(cfg: TokenizerConfig) -> Tokenizer:
     tok = Tokenizer(models.BPE(byte_fallback=False))
+    if cfg.normalize != "none":
+        tok.normalizer = NORMALIZERS[cfg.normalize]()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(split_pattern(cfg.digits)), behavior="isolated", invert=False),
@@ -39,17 +43,22 @@ def new_tokenizer(cfg: TokenizerConfig) -> Tokenizer:
 
 
 def sample_texts(texts: Iterable[str], max_bytes: int) -> Iterator[str]:
+    """The first texts of a stream, up to about `max_bytes` of UTF-8 (the last one may overshoot)."""
     total = 0
     for t in texts:
         yield t
-        total += len(t)
+        total += len(t.encode("utf-8", "surrogatepass"))
         if total >= max_bytes:
             return
 
 
 def train_bpe(texts: Iterable[str], cfg: TokenizerConfig, out_dir: Path) -> Tokenizer:
+    """Train on `texts` (streamed; capped at cfg.sample_bytes) and save to `out_dir`."""
     if EOT not in cfg.special_tokens:
         raise ValueError(f"tokenizer.special_tokens must include the document boundary token {EOT}")
+    if cfg.vocab_size < 256 + len(cfg.special_tokens):
+        raise ValueError(f"tokenizer.vocab_size {cfg.vocab_size} leaves no room for merges: "
+                         f"256 byte tokens + {len(cfg.special_tokens)} special tokens are fixed")
     tok = new_tokenizer(cfg)
     trainer = trainers.BpeTrainer(
         vocab_size=cfg.vocab_size,
@@ -73,14 +82,19 @@ def save(tok: Tokenizer, out_dir: Path) -> None:
     special = {"bos_token": EOT, "eos_token": EOT, "unk_token": None}
     if tok.token_to_id(PAD) is not None:
         special["pad_token"] = PAD
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 1_000_000_000, **special}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 1_000_000_000,
+              "clean_up_tokenization_spaces": False, **special}
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     (out_dir / "special_tokens_map.json").write_text(json.dumps({k: v for k, v in special.items() if v}, indent=2))
 
 
-def load(path: Path) -> Tokenizer:
+def tokenizer_file(path: Path) -> Path:
     path = Path(path)
     file = path / "tokenizer.json" if path.is_dir() else path
     if not file.exists():
         raise FileNotFoundError(f"tokenizer not found: {file}")
-    return Tokenizer.from_file(str(file))
+    return file
+
+
+def load(path: Path) -> Tokenizer:
+    return Tokenizer.from_file(str(tokenizer_file(path)))

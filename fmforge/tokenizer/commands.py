@@ -2,61 +2,116 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from fmforge.config import load_recipe
 
-app = typer.Typer(help='Train a BPE tokenizer and encode a corpus to token shards.\n\nExample: fmforge tokenizer train --data runs/demo/prepare --vocab-size 8192 --out runs/tok8k', no_args_is_help=True)
+app = typer.Typer(help='Train a BPE tokenizer, measure tokenizers, and encode a corpus to token shards.\n\n'
+                  'Example: fmforge tokenizer train --data runs/demo/prepare --vocab-size 8192 --out runs/tok8k',
+                  no_args_is_help=True)
 console = Console()
 RecipeOpt = typer.Option(None, "--recipe", "-r", help="recipe YAML file or built-in name (default: demo)")
-SetOpt = typer.Option(None, "--set", "-s", help="override one field, e.g. --set data.min_chars=200 (repeatable)")
+SetOpt = typer.Option(None, "--set", "-s", help="override one field, e.g. --set tokenizer.digits=1 (repeatable)")
 
 
 def _recipe(recipe, sets):
     return load_recipe(recipe, sets or [])
 
 
-# ------------------------------------------------------------------ tokenizer
+def _need(path: Path, what: str) -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
 
 
 @app.command("train")
 def tokenizer_train(data: Path = typer.Option(..., "--data", help="folder of prepared Parquet shards"),
                     out: Path = typer.Option(..., "--out", "-o"),
                     vocab_size: Optional[int] = typer.Option(None, "--vocab-size"),
+                    sample_bytes: Optional[int] = typer.Option(None, "--sample-bytes",
+                                                               help="training sample size (UTF-8 bytes)"),
+                    digits: Optional[int] = typer.Option(None, "--digits", help="max digits per pre-token: 1 or 3"),
+                    normalize: Optional[str] = typer.Option(None, "--normalize", help="none, NFC or NFKC"),
+                    all_docs: bool = typer.Option(False, "--all-docs",
+                                                  help="train on validation documents too (default: left out)"),
                     recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt):
     """Train a byte-level BPE tokenizer; writes tokenizer.json (loadable by transformers).
 
+    The training sample is whole documents drawn by id hash up to --sample-bytes; the
+    recipe's validation documents are left out, so held-out numbers stay honest.
+
     Example: fmforge tokenizer train --data runs/demo/prepare --vocab-size 8192 --out runs/tok8k
     """
-    from fmforge.data.documents import read_docs
     from fmforge.tokenizer.bpe import train_bpe
+    from fmforge.tokenizer.encode import is_validation
+    from fmforge.tokenizer.sample import sample_docs
 
-    cfg = _recipe(recipe, set_).tokenizer
-    if vocab_size:
-        cfg = cfg.model_copy(update={"vocab_size": vocab_size})
-    if not data.exists():
-        raise FileNotFoundError(f"data folder not found: {data}")
-    tok = train_bpe((d["text"] for d in read_docs(data, columns=["text"])), cfg, out)
-    console.print(f"vocabulary {tok.get_vocab_size():,} → {out / 'tokenizer.json'}")
+    r = _recipe(recipe, set_)
+    upd = {k: v for k, v in {"vocab_size": vocab_size, "sample_bytes": sample_bytes, "digits": digits,
+                             "normalize": normalize}.items() if v is not None}
+    cfg = r.tokenizer.model_validate({**r.tokenizer.model_dump(), **upd})  # validates the options too
+    _need(data, "data folder")
+    exclude = None if all_docs else (lambda i: is_validation(i, r.data.val_fraction, r.data.split_seed))
+    t0 = time.perf_counter()
+    tok = train_bpe(sample_docs(data, cfg.sample_bytes, exclude=exclude), cfg, out)
+    console.print(f"vocabulary {tok.get_vocab_size():,} in {time.perf_counter() - t0:.1f}s → {out / 'tokenizer.json'}")
 
 
 @app.command("encode")
 def tokenizer_encode(tokenizer: Path = typer.Option(..., "--tokenizer", help="folder or tokenizer.json"),
-                     data: Path = typer.Option(..., "--data"), out: Path = typer.Option(..., "--out", "-o"),
+                     data: Path = typer.Option(..., "--data", help="folder of prepared Parquet shards"),
+                     out: Path = typer.Option(..., "--out", "-o"),
+                     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="processes (default: all cores)"),
                      recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt):
     """Encode prepared documents to token shards with a train/validation split by document.
 
+    Parallel over all cores; rerun after a kill to resume (finished shards are kept).
+
     Example: fmforge tokenizer encode --tokenizer runs/tok8k --data runs/demo/prepare --out runs/shards
     """
-    from fmforge.tokenizer.bpe import load
     from fmforge.tokenizer.encode import encode_corpus
 
     r = _recipe(recipe, set_)
-    s = encode_corpus(load(tokenizer), data, out, r.data.val_fraction, r.data.split_seed)
-    console.print_json(json.dumps(s.__dict__))
+    _need(data, "data folder")
+    t0 = time.perf_counter()
+    s = encode_corpus(tokenizer, data, out, r.data.val_fraction, r.data.split_seed,
+                      workers=r.tokenizer.workers if workers is None else workers,
+                      chunk_bytes=r.tokenizer.chunk_bytes, verbose=True)
+    secs = time.perf_counter() - t0
+    console.print_json(json.dumps({**s.__dict__, "seconds": secs, "MB_per_s": s.bytes / 1e6 / max(secs, 1e-9)}))
 
 
+@app.command("report")
+def tokenizer_report(tokenizer: List[Path] = typer.Option(..., "--tokenizer", "-t",
+                                                          help="folder or tokenizer.json (repeatable: compares)"),
+                     data: List[Path] = typer.Option(..., "--data", "-d",
+                                                     help="held-out text: prepared Parquet folder/file, JSONL(.gz/.zst) "
+                                                          "or text file (repeatable)"),
+                     max_bytes: Optional[int] = typer.Option(None, "--max-bytes", help="stop after this much text"),
+                     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the figures here")):
+    """Bytes/token and tokens/word per source, vocabulary use, round-trip exactness; one row per tokenizer.
+
+    Example: fmforge tokenizer report -t runs/tok8k -t runs/tok32k -d runs/demo/prepare
+    """
+    from fmforge.tokenizer.report import measure, table_rows
+
+    for p in tokenizer:
+        _need(p, "tokenizer")
+    reports = measure(tokenizer, data, max_bytes)
+    head, rows = table_rows(reports)
+    table = Table(*head)
+    for row in rows:
+        table.add_row(*row)
+    Console(width=None if console.is_terminal else 200).print(table)  # piped: don't squeeze to 80 columns
+    for r in reports:
+        for doc in r.failed_docs:
+            console.print(f"[red]round trip failed[/red] {r.name}: {doc}")
+    if json_out:
+        json_out.write_text(json.dumps([r.to_dict() for r in reports], indent=2))
+    if any(r.round_trip_failures for r in reports):
+        raise typer.Exit(1)

@@ -2,21 +2,43 @@
 
 The split is a hash of the document id (itself a hash of source + path), so it is the
 same on every run and machine, whatever the order or number of workers.
+
+The corpus is cut, in read order, into chunks of about `chunk_bytes` of text (a chunk
+ends after the document that reaches the size). Chunk N becomes `train-N.bin` and
+`val-N.bin` (a split with no document in the chunk gets no file). Chunks depend only on
+the corpus, so the shards are byte-identical whatever the number of workers. Workers are
+processes (all cores); at most two chunks per worker are in flight, so memory does not
+grow with the corpus. A finished chunk is appended to `progress.jsonl`; after a kill, a
+rerun with the same inputs keeps the finished chunks and redoes the others.
 """
 from __future__ import annotations
 
 import json
+import os
+import re
+import sys
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator, Optional, Union
 
+import multiprocessing as mp
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import xxhash
 
-from fmforge.data.documents import read_docs
-from fmforge.tokenizer.bpe import EOT
-from fmforge.tokenizer.shards import write_shard
+from fmforge.data.documents import shard_paths
+from fmforge.tokenizer.bpe import EOT, tokenizer_file
+from fmforge.tokenizer.fast import Encoder
+from fmforge.tokenizer.shards import dtype_for, write_arrays
 
 SPLIT_BUCKETS = 1_000_000
+PROGRESS = "progress.jsonl"
+PLAN_VERSION = 1
+SHARD_NAME = re.compile(r"^(train|val)-(\d{6})\.bin$")
+CHECK_BYTES = 256 << 10  # corpus text checked fast-vs-HF before encoding
 
 
 def is_validation(doc_id: str, val_fraction: float, seed: int = 0) -> bool:
@@ -30,50 +52,226 @@ class EncodeStats:
     val_docs: int = 0
     val_tokens: int = 0
     bytes: int = 0
+    chunks: int = 0
+    encoder: str = ""  # "tiktoken" (fast, verified) or "hf"
+
+    def add(self, rec: dict) -> None:
+        for k in ("train_docs", "train_tokens", "val_docs", "val_tokens", "bytes"):
+            setattr(self, k, getattr(self, k) + rec[k])
+        self.chunks += 1
 
 
-def encode_corpus(tok, docs_dir: Path, out_dir: Path, val_fraction: float, seed: int = 0,
-                  shard_tokens: int = 100_000_000, batch_docs: int = 256) -> EncodeStats:
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+# ------------------------------------------------------------------ reading
+
+
+def iter_chunks(docs_dir: Path, chunk_bytes: int) -> Iterator[pa.Table]:
+    """The corpus as tables of {id, text}, each ending after the doc that reaches `chunk_bytes`."""
+    parts: list[pa.RecordBatch] = []
+    size = 0
+    for path in shard_paths(docs_dir):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=256, columns=["id", "text"]):
+            cum = np.cumsum(pc.binary_length(batch.column("text")).to_numpy(zero_copy_only=False), dtype=np.int64)
+            start = 0
+            while start < batch.num_rows:
+                base = int(cum[start - 1]) if start else 0
+                end = int(np.searchsorted(cum, base + chunk_bytes - size, side="left"))
+                if end >= batch.num_rows:
+                    parts.append(batch.slice(start))
+                    size += int(cum[-1]) - base
+                    break
+                parts.append(batch.slice(start, end + 1 - start))
+                yield pa.Table.from_batches(parts).combine_chunks()
+                parts, size, start = [], 0, end + 1
+    if parts:
+        yield pa.Table.from_batches(parts).combine_chunks()
+
+
+# ------------------------------------------------------------------ one chunk (in a worker)
+
+_W: dict = {}
+
+
+def _init_worker(tokenizer_json: str, fast: bool, out_dir: str, val_fraction: float, seed: int,
+                 enc: Optional[Encoder] = None) -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already
+    enc = enc or Encoder(tokenizer_json, fast=fast, check=False)  # the parent checked it
+    _W.update(enc=enc, out=Path(out_dir), val_fraction=val_fraction, seed=seed,
+              eot=enc.token_to_id(EOT), vocab=enc.vocab_size)
+
+
+def encode_chunk(index: int, table: pa.Table) -> dict:
+    """Encode one chunk and write its shards; returns the chunk's counts."""
+    enc, out, eot, vocab = _W["enc"], _W["out"], _W["eot"], _W["vocab"]
+    ids = table.column("id").to_pylist()
+    texts = table.column("text").to_pylist()
+    nbytes = pc.binary_length(table.column("text")).to_numpy(zero_copy_only=False).astype(np.uint64)
+    val = np.fromiter((is_validation(i, _W["val_fraction"], _W["seed"]) for i in ids), bool, len(ids))
+    encoded = enc.encode_many(texts)
+    rec = {"chunk": index, "bytes": int(nbytes.sum())}
+    for split, mask in (("train", ~val), ("val", val)):
+        docs = [e for e, m in zip(encoded, mask) if m]
+        rec[f"{split}_docs"], rec[f"{split}_tokens"] = len(docs), sum(len(d) + 1 for d in docs)
+        if not docs:
+            continue
+        offsets = np.zeros(len(docs) + 1, dtype=np.uint64)
+        np.cumsum([len(d) + 1 for d in docs], out=offsets[1:])
+        tokens = np.empty(int(offsets[-1]), dtype=dtype_for(vocab))
+        for d, o in zip(docs, offsets[:-1]):  # [EOT] + the document's ids
+            tokens[o] = eot
+            tokens[o + 1 : o + 1 + len(d)] = d
+        write_arrays(out / f"{split}-{index:06d}.bin", tokens, offsets, nbytes[mask], vocab)
+    return rec
+
+
+# ------------------------------------------------------------------ resume
+
+
+def plan(docs_dir: Path, tokenizer_fp: str, val_fraction: float, seed: int, chunk_bytes: int) -> dict:
+    """Everything the shards depend on; a progress log with another plan is not resumed."""
+    inputs = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in shard_paths(docs_dir)]
+    return {"version": PLAN_VERSION, "tokenizer": tokenizer_fp, "val_fraction": val_fraction, "seed": seed,
+            "chunk_bytes": chunk_bytes, "inputs": inputs}
+
+
+def finished_chunks(out_dir: Path, want: dict) -> dict[int, dict]:
+    """Chunks recorded done by an earlier run of the same plan (a torn last line is ignored)."""
+    log = out_dir / PROGRESS
+    if not log.exists():
+        return {}
+    done: dict[int, dict] = {}
+    lines = log.read_text().splitlines()
+    try:
+        if json.loads(lines[0]).get("plan") != want:
+            return {}
+    except (IndexError, json.JSONDecodeError):
+        return {}
+    for line in lines[1:]:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        done[rec["chunk"]] = rec
+    return done
+
+
+def clear_unfinished(out_dir: Path, done: dict[int, dict]) -> None:
+    """Remove temp files and shards of chunks not recorded as done (a killed run's partial work)."""
+    for p in out_dir.iterdir():
+        m = SHARD_NAME.match(p.name)
+        if (m and int(m.group(2)) not in done) or (p.name.startswith(".") and ".tmp-" in p.name):
+            p.unlink()
+
+
+# ------------------------------------------------------------------ the corpus
+
+
+def encode_corpus(tok: Union[str, Path, "Tokenizer"], docs_dir: Path, out_dir: Path, val_fraction: float,
+                  seed: int = 0, workers: int = 0, chunk_bytes: int = 8 << 20, fast: bool = True,
+                  verbose: bool = False) -> EncodeStats:
+    """Encode every document under `docs_dir` to shards in `out_dir`; resumes a killed run.
+
+    `tok` is a HF `Tokenizer`, a tokenizer.json path or its folder. `workers=0`: every core.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    eot = tok.token_to_id(EOT)
-    vocab = tok.get_vocab_size()
-    stats = EncodeStats()
-    splits = {s: {"docs": [], "bytes": [], "tokens": 0, "n": 0} for s in ("train", "val")}
-
-    def flush(split: str) -> None:
-        b = splits[split]
-        if b["docs"]:
-            write_shard(out_dir / f"{split}-{b['n']:05d}.bin", b["docs"], b["bytes"], vocab)
-            b.update(docs=[], bytes=[], tokens=0, n=b["n"] + 1)
-
-    def encode_batch(batch: list[dict]) -> None:
-        encs = tok.encode_batch_fast([d["text"] for d in batch], add_special_tokens=False) \
-            if hasattr(tok, "encode_batch_fast") else tok.encode_batch([d["text"] for d in batch], add_special_tokens=False)
-        for d, e in zip(batch, encs):
-            ids = np.empty(len(e.ids) + 1, dtype=np.uint32)
-            ids[0] = eot
-            ids[1:] = e.ids
-            split = "val" if is_validation(d["id"], val_fraction, seed) else "train"
-            nbytes = len(d["text"].encode("utf-8", "surrogatepass"))
-            b = splits[split]
-            b["docs"].append(ids)
-            b["bytes"].append(nbytes)
-            b["tokens"] += len(ids)
-            setattr(stats, f"{split}_docs", getattr(stats, f"{split}_docs") + 1)
-            setattr(stats, f"{split}_tokens", getattr(stats, f"{split}_tokens") + len(ids))
-            stats.bytes += nbytes
-            if b["tokens"] >= shard_tokens:
-                flush(split)
-
-    batch: list[dict] = []
-    for doc in read_docs(docs_dir, columns=["id", "text"]):
-        batch.append(doc)
-        if len(batch) >= batch_docs:
-            encode_batch(batch)
-            batch = []
-    encode_batch(batch)
-    flush("train")
-    flush("val")
+    tok_json = tok.to_str() if hasattr(tok, "to_str") else tokenizer_file(tok).read_text(encoding="utf-8")
+    chunks = iter_chunks(docs_dir, chunk_bytes)
+    first = next(chunks, None)
+    check = [] if first is None else _prefix_texts(first.column("text"), CHECK_BYTES)
+    enc = Encoder(tok_json, fast=fast, check_texts=check)
+    if enc.token_to_id(EOT) is None:
+        raise ValueError(f"the tokenizer has no document boundary token {EOT}")
+    if enc.kind != "tiktoken" and verbose:
+        print(f"[tokenizer] fast encoder not used ({enc.why_not}); encoding with HF tokenizers", file=sys.stderr)
+    want = plan(docs_dir, enc.fingerprint, val_fraction, seed, chunk_bytes)
+    done = finished_chunks(out_dir, want)
+    clear_unfinished(out_dir, done)
+    (out_dir / "stats.json").unlink(missing_ok=True)
+    log = _open_log(out_dir, want, done)
+    todo = ((i, t) for i, t in enumerate(_chain(first, chunks)) if i not in done)
+    records = dict(done)
+    init = (tok_json, enc.kind == "tiktoken", str(out_dir), val_fraction, seed)
+    workers = workers or default_workers()
+    try:
+        for rec in _run(todo, workers, init, enc):
+            records[rec["chunk"]] = rec
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+            if verbose:
+                print(f"[tokenizer] chunk {rec['chunk']} encoded", file=sys.stderr)
+    finally:
+        log.close()
+    stats = EncodeStats(encoder=enc.kind)
+    for i in sorted(records):
+        stats.add(records[i])
     (out_dir / "stats.json").write_text(json.dumps(stats.__dict__, indent=2))
     return stats
+
+
+def _run(todo, workers: int, init: tuple, enc: Encoder) -> Iterator[dict]:
+    """Encode chunks in this process (1 worker) or a pool, at most 2 per worker in flight."""
+    if workers == 1:
+        _init_worker(*init, enc=enc)
+        for i, t in todo:
+            yield encode_chunk(i, t)
+        return
+    ahead = [x for _, x in zip(range(workers), todo)]  # a small corpus needs fewer processes
+    if not ahead:
+        return
+    if len(ahead) == 1:
+        yield from _run(iter(ahead), 1, init, enc)
+        return
+    todo = _chain_iter(ahead, todo)
+    with ProcessPoolExecutor(len(ahead), mp_context=mp.get_context("spawn"),
+                             initializer=_init_worker, initargs=init) as pool:
+        pending = set()
+        try:
+            for i, t in todo:
+                while len(pending) >= 2 * len(ahead):
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    yield from (f.result() for f in finished)
+                pending.add(pool.submit(encode_chunk, i, t))
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (f.result() for f in finished)
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+
+
+def _open_log(out_dir: Path, want: dict, done: dict[int, dict]):
+    """Rewrite the progress log (plan + done chunks), then append to it."""
+    tmp = out_dir / f".{PROGRESS}.tmp-{os.getpid()}"
+    tmp.write_text("".join(json.dumps(x) + "\n" for x in [{"plan": want}, *(done[i] for i in sorted(done))]))
+    os.replace(tmp, out_dir / PROGRESS)
+    return open(out_dir / PROGRESS, "a")
+
+
+def _prefix_texts(col, max_bytes: int) -> list[str]:
+    out, total = [], 0
+    for t in col.slice(0, 256).to_pylist():
+        out.append(t[: max_bytes - total])
+        total += len(out[-1])
+        if total >= max_bytes:
+            break
+    return out
+
+
+def _chain(first, rest):
+    if first is not None:
+        yield first
+        yield from rest
+
+
+def _chain_iter(head: list, rest):
+    yield from head
+    yield from rest

@@ -11,6 +11,10 @@ Layout of one ``.bin`` shard (little-endian):
 
 Each document starts with the document-boundary token. Shards are written to a temp
 file and renamed, so a shard that exists is complete.
+
+A split is the files ``{split}-NNNNNN.bin`` of a folder in name order (`open_split`);
+`fmforge.tokenizer.encode` writes shard N from the N-th run of about `chunk_bytes` of
+input text, so documents appear in corpus order across a split's shards.
 """
 from __future__ import annotations
 
@@ -31,18 +35,30 @@ def dtype_for(vocab_size: int) -> np.dtype:
 
 
 def write_shard(path: Path, docs: list[np.ndarray], doc_bytes: list[int], vocab_size: int) -> None:
+    """One shard from a list of per-document id arrays."""
     dtype = dtype_for(vocab_size)
     lengths = np.array([len(d) for d in docs], dtype=np.uint64)
     offsets = np.zeros(len(docs) + 1, dtype=np.uint64)
     np.cumsum(lengths, out=offsets[1:])
     tokens = np.concatenate(docs).astype(dtype, copy=False) if docs else np.zeros(0, dtype)
+    write_arrays(path, tokens, offsets, doc_bytes, vocab_size)
+
+
+def write_arrays(path: Path, tokens: np.ndarray, offsets: np.ndarray, doc_bytes, vocab_size: int) -> None:
+    """One shard from all its ids and the n_docs + 1 document offsets, atomically."""
+    dtype = dtype_for(vocab_size)
+    tokens = np.asarray(tokens).astype(dtype, copy=False)
+    offsets = np.asarray(offsets, dtype=np.uint64)
+    doc_bytes = np.asarray(doc_bytes, dtype=np.uint64)
+    if len(offsets) != len(doc_bytes) + 1 or int(offsets[-1]) != len(tokens):
+        raise ValueError("shard offsets do not match its documents and tokens")
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
-        f.write(HEADER.pack(MAGIC, VERSION, dtype.itemsize, len(docs), int(offsets[-1]), vocab_size))
+        f.write(HEADER.pack(MAGIC, VERSION, dtype.itemsize, len(doc_bytes), len(tokens), vocab_size))
         f.write(tokens.tobytes())
         f.write(offsets.tobytes())
-        f.write(np.asarray(doc_bytes, dtype=np.uint64).tobytes())
+        f.write(doc_bytes.tobytes())
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -81,7 +97,7 @@ class Shard:
 
 
 def shard_files(folder: Path, split: str) -> list[Path]:
-    return sorted(Path(folder).glob(f"{split}-*.bin"))
+    return sorted(p for p in Path(folder).glob(f"{split}-*.bin") if not p.name.startswith("."))
 
 
 def open_split(folder: Path, split: str) -> list[Shard]:
