@@ -12,26 +12,29 @@ import re
 
 import numpy as np
 
-from fmforge.data.text import is_prose_word, ngram_hashes
+from fmforge.data.text import _MIX
 
 STOP_WORDS = frozenset(["the", "be", "to", "of", "and", "that", "have", "with"])
 BULLETS = ("•", "-", "*", "‣", "◦", "–")
 ELLIPSES = ("...", "…")
+STOP_WORD_RES = {w: re.compile(rf"(?<![\w'’]){w}(?![\w'’])") for w in STOP_WORDS}
+HAS_LETTER = re.compile(r"[^\W\d_]").search
 PARAGRAPH_RE = re.compile(r"\n{2,}")
 LINES_RE = re.compile(r"\n+")
 
 
 def gopher_quality(text: str, toks: list[str], cfg) -> str | None:
     """Word count, mean word length, symbol/word ratios, bullet and ellipsis lines,
-    alphabetic words and stop words (the Gopher quality rules)."""
+    alphabetic words and stop words (the Gopher quality rules). `toks` are the shared
+    tokens (fmforge.data.text.words): words, or single punctuation marks."""
     n_tokens = len(toks) or 1
-    prose = [t for t in toks if is_prose_word(t)]
-    n = len(prose)
+    n_punct = sum(1 for t in toks if len(t) == 1 and not t.isalnum() and t != "_") + toks.count("...")
+    n = len(toks) - n_punct
     if n < cfg.min_words:
         return "gopher_too_few_words"
     if n > cfg.max_words:
         return "gopher_too_many_words"
-    mean_len = sum(map(len, prose)) / n
+    mean_len = (sum(map(len, toks)) - n_punct - 2 * toks.count("...")) / n
     if mean_len < cfg.min_mean_word_length:
         return "gopher_short_words"
     if mean_len > cfg.max_mean_word_length:
@@ -45,11 +48,20 @@ def gopher_quality(text: str, toks: list[str], cfg) -> str | None:
         return "gopher_bullet_lines"
     if sum(ln.rstrip().endswith(ELLIPSES) for ln in lines) / len(lines) > cfg.max_ellipsis_lines:
         return "gopher_ellipsis_lines"
-    alpha = sum(1 for t in toks if any(c.isalpha() for c in t))
+    # tokens with a letter: words that are not all digits/underscores
+    alpha = sum(1 for t in toks if HAS_LETTER(t))
     if alpha / n_tokens < cfg.min_alpha_words:
         return "gopher_few_alphabetic_words"
-    if cfg.min_stop_words and len(STOP_WORDS.intersection(t.lower() for t in prose)) < cfg.min_stop_words:
-        return "gopher_few_stop_words"
+    if cfg.min_stop_words:
+        low = text.lower()
+        found = 0
+        for w in STOP_WORDS:
+            if w in low and STOP_WORD_RES[w].search(low):
+                found += 1
+                if found >= cfg.min_stop_words:
+                    break
+        if found < cfg.min_stop_words:
+            return "gopher_few_stop_words"
     return None
 
 
@@ -83,33 +95,50 @@ def gopher_repetition(text: str, toks: list[str], wh: np.ndarray, cfg) -> str | 
     if len(toks) < 2:
         return None
     lens = np.fromiter(map(len, toks), dtype=np.int64, count=len(toks))
-    for n, limit in zip((2, 3, 4), cfg.top_ngram_char_frac):
-        if len(toks) < n:
+    m = len(toks)
+    # Positions whose n-gram occurs more than once, refined from n to n+1: an (n+1)-gram can
+    # only repeat where its n-gram does, so after the first sort only a few positions remain.
+    h = wh.copy()
+    pos = np.arange(m - 1)
+    for n in range(2, 11):
+        if m < n:
             break
-        ng = ngram_hashes(wh, n)
-        _, first, counts = np.unique(ng, return_index=True, return_counts=True)
-        top = int(np.argmax(counts))
-        if counts[top] < 2:
-            continue
-        p = int(first[top])
-        ngram_chars = int(lens[p : p + n].sum()) + n - 1  # words joined by single spaces
-        if counts[top] * ngram_chars / size > limit:
-            return f"gopher_top_{n}gram"
-    for n, limit in zip(range(5, 11), cfg.dup_ngram_char_frac):
-        if len(toks) < n + 1:
+        with np.errstate(over="ignore"):
+            h = h[:-1] * _MIX ^ wh[n - 1 :]  # hashes of every n-gram, h[i] = words i .. i+n-1
+        pos = pos[pos < m - n + 1]
+        if len(pos) < 2:  # no n-gram repeats: only the top-n-gram rule on the first n-gram is left
+            for k in range(n, 5):
+                if m >= k and (int(lens[:k].sum()) + k - 1) / size > cfg.top_ngram_char_frac[k - 2]:
+                    return f"gopher_top_{k}gram"
             break
-        ng = ngram_hashes(wh, n)
-        _, first = np.unique(ng, return_index=True)
-        repeat = np.ones(len(ng), dtype=np.int64)
-        repeat[first] = 0  # a start position repeats an n-gram seen earlier
-        # word j is covered when some repeated n-gram starting in [j-n+1, j] contains it
-        starts = np.concatenate([[0], np.cumsum(repeat)])
-        j = np.arange(len(toks))
-        hi = np.minimum(j + 1, len(ng))
-        lo = np.clip(j - n + 1, 0, len(ng))
-        covered = (starts[hi] - starts[lo]) > 0
-        if covered.any() and int(lens[covered].sum()) / size > limit:
-            return f"gopher_dup_{n}gram_chars"
+        key = h[pos]
+        order = np.argsort(key)
+        ks = key[order]
+        starts = np.flatnonzero(np.concatenate(([True], ks[1:] != ks[:-1])))
+        sizes = np.diff(np.append(starts, len(ks)))
+        first = np.minimum.reduceat(pos[order], starts)  # first occurrence of each n-gram
+        if n <= 4:
+            limit = cfg.top_ngram_char_frac[n - 2]
+            top = int(np.argmax(sizes))
+            p = int(first[top]) if sizes[top] > 1 else 0  # all distinct: the first n-gram, as Counter ranks ties
+            if sizes[top] * (int(lens[p : p + n].sum()) + n - 1) / size > limit:
+                return f"gopher_top_{n}gram"
+        else:
+            limit = cfg.dup_ngram_char_frac[n - 5]
+            in_dup = np.repeat(sizes >= 2, sizes)
+            starts_rep = np.zeros(m - n + 2, dtype=np.int64)
+            rep = pos[order][in_dup]
+            rep = rep[rep != np.repeat(first, sizes)[in_dup]]  # later occurrences only
+            starts_rep[rep + 1] = 1
+            csum = np.cumsum(starts_rep)  # csum[k] = repeated starts before position k
+            j = np.arange(m)
+            hi = np.minimum(j + 1, m - n + 1)
+            lo = np.clip(j - n + 1, 0, m - n + 1)
+            covered = (csum[hi] - csum[lo]) > 0  # word j lies inside some repeated n-gram
+            if covered.any() and int(lens[covered].sum()) / size > limit:
+                return f"gopher_dup_{n}gram_chars"
+        keep = np.repeat(sizes >= 2, sizes)
+        pos = np.sort(pos[order][keep])
     return None
 
 

@@ -53,44 +53,73 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+# Literal substrings that each secret pattern needs: a C-speed `in` test skips the regex
+# scan (about 40 MB/s each) for the vast majority of documents.
+SECRET_HINTS = [("AKIA",), ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), ("github_pat_",), ("xox",), ("sk-",), ("AIza",),
+                ("_live_",), ("PRIVATE KEY",)]
+ASSIGNED_HINTS = ("api_key", "api-key", "apikey", "secret_key", "secret-key", "secretkey", "access_token", "access-token",
+                  "accesstoken", "auth_token", "auth-token", "authtoken", "client_secret", "client-secret",
+                  "clientsecret", "password", "passwd")
+# Every IP, card or phone number is a run of digits and separators of at least 7 characters:
+# one scan finds those runs, and the precise patterns run on the runs only.
+IPV6_HINT_RE = re.compile(r":[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")  # starts with a literal: a fast scan
+NUMERIC_RUN_RE = re.compile(r"[\d(+][\d .()+-]{5,}\d")
+
+
 def redact(text: str, kinds: list[str]) -> tuple[str, Counter]:
     """Replace PII of the given kinds by placeholders; returns (text, counts by kind)."""
     counts: Counter = Counter()
 
-    def sub(regex, kind, text, check=None):
+    def sub(regex, kind, text, check=None, offset=0, full=None):
         def repl(m):
-            if check is not None and not check(m, text):
+            if check is not None and not check(m, full if full is not None else text, offset):
                 return m.group(0)
             counts[kind] += 1
             return PLACEHOLDERS[kind]
         return regex.sub(repl, text)
 
     if "secret" in kinds:
-        for r in SECRET_RES:
-            text = sub(r, "secret", text)
-
-        def assigned(m):
-            counts["secret"] += 1
-            return m.group(1) + PLACEHOLDERS["secret"] + m.group(3)
-        text = ASSIGNED_SECRET_RE.sub(assigned, text)
+        for hints, r in zip(SECRET_HINTS, SECRET_RES):
+            if any(h in text for h in hints):
+                text = sub(r, "secret", text)
+        low = text.lower() if ("=" in text or ":" in text) else ""
+        if any(h in low for h in ASSIGNED_HINTS):
+            def assigned(m):
+                counts["secret"] += 1
+                return m.group(1) + PLACEHOLDERS["secret"] + m.group(3)
+            text = ASSIGNED_SECRET_RE.sub(assigned, text)
     if "email" in kinds and "@" in text:
         text = sub(EMAIL_RE, "email", text)
-    if "ip" in kinds and "." in text:
-        text = sub(IPV4_RE, "ip", text, _not_version)
-    if "ip" in kinds and ":" in text:
+    if "ip" in kinds and text.count(":") >= 7 and IPV6_HINT_RE.search(text):
         text = sub(IPV6_RE, "ip", text)
-    if "card" in kinds:
-        text = sub(CARD_RE, "card", text, _card_ok)
-    if "phone" in kinds:
-        text = sub(PHONE_RE, "phone", text)
-    return text, counts
+    numeric = [k for k in ("ip", "card", "phone") if k in kinds]
+    if not numeric:
+        return text, counts
+    pieces, last = [], 0
+    for m in NUMERIC_RUN_RE.finditer(text):
+        # the run plus one character of context each side, for the patterns' boundary checks
+        a, b = max(last, m.start() - 1), min(len(text), m.end() + 1)
+        seg = text[a:b]
+        if "ip" in numeric and "." in seg:
+            seg = sub(IPV4_RE, "ip", seg, _not_version, a, text)
+        if "card" in numeric:
+            seg = sub(CARD_RE, "card", seg, _card_ok)
+        if "phone" in numeric:
+            seg = sub(PHONE_RE, "phone", seg)
+        pieces += [text[last:a], seg]
+        last = b
+    if not pieces:
+        return text, counts
+    pieces.append(text[last:])
+    return "".join(pieces), counts
 
 
-def _not_version(m: re.Match, text: str) -> bool:
-    return not VERSION_CONTEXT_RE.search(text[max(0, m.start() - 12) : m.start()])
+def _not_version(m: re.Match, full: str, offset: int) -> bool:
+    start = offset + m.start()
+    return not VERSION_CONTEXT_RE.search(full[max(0, start - 12) : start])
 
 
-def _card_ok(m: re.Match, text: str) -> bool:
+def _card_ok(m: re.Match, text: str, offset: int = 0) -> bool:
     digits = re.sub(r"\D", "", m.group(0))
     if not 13 <= len(digits) <= 19 or len(set(digits)) < 2:
         return False

@@ -106,8 +106,7 @@ class Stages:
                 new, reason = filters.c4_lines(text, cfg.c4)
                 if not step("c4", text, new, reason):
                     return None
-                if new != text:
-                    text, toks, wh = new, words(new), None
+                text = new  # signatures keep the words before line removal: tokenising twice costs 15%
         else:
             st.languages_in[lang] += 1
             if cfg.code.enabled and not step("code", text, text, filters.code_quality(text, cfg.code)):
@@ -118,10 +117,10 @@ class Stages:
             if counts:
                 st.pii.update(counts)
                 st.pii_docs += 1
-                text, toks, wh = new, words(new), None
+                text = new
             step("pii", text, text, None)
 
-        if wh is None:
+        if wh is None:  # (words of the text before C4 line removal and PII placeholders)
             wh = word_hashes(toks)
         if len(self.eval_index):
             hits = contaminated(wh, self.eval_index, cfg.decontam_ngram)

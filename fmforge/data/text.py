@@ -15,9 +15,10 @@ import unicodedata
 import numpy as np
 import xxhash
 
-# A word is a run of letters/digits with inner apostrophes ("don't", "l'eau"); every
-# other non-space character is a token of its own, as spaCy splits punctuation.
-WORD_RE = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]")
+# Words as spaCy's English tokenizer splits them (what datatrove's filters use), in one
+# regex: abbreviations "U.S."/"e.g.", an ellipsis, words with inner . / , : ("3.5", "and/or"),
+# digit ranges "1990-2000", a clitic "'s"/"'t" as its own token, or a single punctuation mark.
+WORD_RE = re.compile(r"['’]?\w+(?:[./,:]\w+|[-–]\d\w*)*(?:(?<=\.\w)\.)?|\.\.\.|[^\w\s]")
 # Mojibake (UTF-8 read as Latin-1/cp1252) leaves a lead byte such as Ã/Â/â followed by a
 # continuation byte; only text showing that pattern pays for ftfy (about 5 MB/s).
 MOJIBAKE_RE = re.compile("[\u00c2-\u00f4][\u0080-\u00bf\u20ac\u201a\u0192\u201e\u2026\u2020\u2021\u02c6\u2030\u0160\u2039\u0152\u017d\u2018\u2019\u201c\u201d\u2022\u2013\u2014\u02dc\u2122\u0161\u203a\u0153\u017e\u0178]")
@@ -92,5 +93,6 @@ def ngram_hashes(wh: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def is_prose_word(tok: str) -> bool:
-    return any(c.isalnum() for c in tok)
+def is_punct(tok: str) -> bool:
+    """A token that is a punctuation mark or symbol, not a word."""
+    return (len(tok) == 1 and not tok.isalnum() and tok != "_") or tok == "..."
