@@ -32,10 +32,47 @@ def open_binary(path: Path):
     if name.endswith((".gz", ".tgz")):
         return gzip.GzipFile(fileobj=f)
     if name.endswith(".zst"):
+        return ZstdReader(f)
+    return f
+
+
+class ZstdReader(io.RawIOBase):
+    """Streaming zstd decompression that, unlike zstandard's stream_reader, notices a
+    truncated last frame (EOFError) instead of ending quietly; reads across frames."""
+
+    def __init__(self, f, chunk: int = 1 << 20):
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True, closefd=True)
-    return f
+        self.f, self.chunk, self._new = f, chunk, zstandard.ZstdDecompressor().decompressobj
+        self.d, self.buf, self.pos, self.done, self.in_frame = self._new(), b"", 0, False, False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while self.pos >= len(self.buf) and not self.done:
+            self.buf, self.pos = b"", 0
+            data = self.f.read(self.chunk)
+            if not data:
+                if self.in_frame:
+                    raise EOFError("zstd stream ends inside a frame (truncated file)")
+                self.done = True
+                break
+            while data:
+                self.in_frame = True
+                self.buf += self.d.decompress(data)
+                if self.d.eof:  # frame complete; what follows is the next frame
+                    data, self.d, self.in_frame = self.d.unused_data, self._new(), False
+                else:
+                    data = b""
+        n = min(len(b), len(self.buf) - self.pos)
+        b[:n] = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+    def close(self) -> None:
+        self.f.close()
+        super().close()
 
 
 def open_text(path: Path) -> io.TextIOBase:
