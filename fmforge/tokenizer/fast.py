@@ -114,7 +114,8 @@ class Encoder:
         self.json = tokenizer_json
         self._hf: Optional[Tokenizer] = None
         spec = json.loads(tokenizer_json)
-        self.form = (spec.get("normalizer") or {}).get("type")
+        form = (spec.get("normalizer") or {}).get("type")
+        self.form = form if form in ("NFC", "NFD", "NFKC", "NFKD") else None  # others: not reproducible here
         self.tiktoken, self.why_not = tiktoken_from_json(spec) if fast else (None, "fast encoder turned off")
         if self.tiktoken is not None and check:
             bad = first_mismatch(self, list(PROBES) + list(check_texts))
