@@ -71,6 +71,18 @@ def default_workers() -> int:
 # ------------------------------------------------------------------ reading
 
 
+def to_ipc(table: pa.Table) -> bytes:
+    """A chunk as Arrow IPC bytes: only its rows (pickling a slice ships the whole row group)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def from_ipc(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
 def iter_chunks(docs_dir: Path, chunk_bytes: int) -> Iterator[pa.Table]:
     """The corpus as tables of {id, text}, each ending after the doc that reaches `chunk_bytes`."""
     parts: list[pa.RecordBatch] = []
@@ -87,10 +99,10 @@ def iter_chunks(docs_dir: Path, chunk_bytes: int) -> Iterator[pa.Table]:
                     size += int(cum[-1]) - base
                     break
                 parts.append(batch.slice(start, end + 1 - start))
-                yield pa.Table.from_batches(parts).combine_chunks()
+                yield pa.Table.from_batches(parts)
                 parts, size, start = [], 0, end + 1
     if parts:
-        yield pa.Table.from_batches(parts).combine_chunks()
+        yield pa.Table.from_batches(parts)
 
 
 # ------------------------------------------------------------------ one chunk (in a worker)
@@ -106,14 +118,16 @@ def _init_worker(tokenizer_json: str, fast: bool, out_dir: str, val_fraction: fl
               eot=enc.token_to_id(EOT), vocab=enc.vocab_size)
 
 
-def encode_chunk(index: int, table: pa.Table) -> dict:
-    """Encode one chunk and write its shards; returns the chunk's counts."""
+def encode_chunk(index: int, chunk: bytes) -> dict:
+    """Encode one chunk (Arrow IPC bytes) and write its shards; returns the chunk's counts."""
     enc, out, eot, vocab = _W["enc"], _W["out"], _W["eot"], _W["vocab"]
+    table = from_ipc(chunk)
     ids = table.column("id").to_pylist()
     texts = table.column("text").to_pylist()
     nbytes = pc.binary_length(table.column("text")).to_numpy(zero_copy_only=False).astype(np.uint64)
     val = np.fromiter((is_validation(i, _W["val_fraction"], _W["seed"]) for i in ids), bool, len(ids))
-    encoded = enc.encode_many(texts)
+    encoded = list(enc.encode_arrays(texts, dtype_for(vocab)))
+    del texts
     rec = {"chunk": index, "bytes": int(nbytes.sum())}
     for split, mask in (("train", ~val), ("val", val)):
         docs = [e for e, m in zip(encoded, mask) if m]
@@ -195,7 +209,7 @@ def encode_corpus(tok: Union[str, Path, "Tokenizer"], docs_dir: Path, out_dir: P
     clear_unfinished(out_dir, done)
     (out_dir / "stats.json").unlink(missing_ok=True)
     log = _open_log(out_dir, want, done)
-    todo = ((i, t) for i, t in enumerate(_chain(first, chunks)) if i not in done)
+    todo = ((i, to_ipc(t)) for i, t in enumerate(_chain(first, chunks)) if i not in done)
     records = dict(done)
     init = (tok_json, enc.kind == "tiktoken", str(out_dir), val_fraction, seed)
     workers = workers or default_workers()

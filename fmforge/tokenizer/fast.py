@@ -17,7 +17,9 @@ import hashlib
 import json
 import unicodedata
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
 
 from tokenizers import Tokenizer
 
@@ -160,6 +162,15 @@ class Encoder:
             enc, norm = self.tiktoken.encode_ordinary, self.normalize
             return [enc(norm(t)) for t in texts]
         return hf_encode(self.hf, texts)
+
+    def encode_arrays(self, texts: Sequence[str], dtype) -> Iterator[np.ndarray]:
+        """Each text's ids as an array, made one text (HF: 64) at a time: lists of Python ints are big."""
+        if self.tiktoken is not None:
+            for t in texts:
+                yield np.array(self.encode(t), dtype=dtype)
+            return
+        for i in range(0, len(texts), 64):
+            yield from (np.array(ids, dtype=dtype) for ids in hf_encode(self.hf, texts[i : i + 64]))
 
     def decode(self, ids: Sequence[int]) -> str:
         if self.tiktoken is not None:
