@@ -1,4 +1,4 @@
-"""Tokenizer benchmark on the shared pretrain data (books + Wikipedia, ~85 MB of text).
+"""Tokenizer benchmark on the shared pretrain data (books, Wikipedia, PEPs, Shakespeare: ~100 MB).
 
 Measures, in one run on this machine:
   - training a 32k byte-level BPE (HF tokenizers) on the corpus: seconds and MB/s;
@@ -29,6 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAIN = ROOT.parent / "shared" / "data" / "pretrain"
+SOURCES = ["books.jsonl.zst", "enwiki.jsonl.zst", "peps.tar.gz", "tinyshakespeare.txt"]
 
 
 def cpu_seconds() -> float:
@@ -58,12 +59,12 @@ def commit() -> str:
 
 
 def prepare_corpus(work: Path, max_mb: float | None) -> Path:
-    """books + enwiki as a prepared-documents Parquet folder (the encoder's input)."""
+    """The pretrain files as a prepared-documents Parquet folder (the encoder's input)."""
     from fmforge.data.collect import collect
     from fmforge.data.documents import read_docs, write_docs
 
     raw = work / "collected"
-    collect([str(PRETRAIN / "books.jsonl.zst"), str(PRETRAIN / "enwiki.jsonl.zst")], ["*"], raw)
+    collect([str(PRETRAIN / name) for name in SOURCES], ["*"], raw)
     if not max_mb:
         return raw
     docs, total = [], 0
@@ -103,7 +104,7 @@ def main() -> None:
         nbytes = sum(len(t.encode()) for t in texts)
         mb = nbytes / 1e6
         print(f"corpus: {len(texts)} documents, {mb:.1f} MB", flush=True)
-        figures: dict = {"corpus": {"docs": len(texts), "mb": mb, "sources": ["books.jsonl.zst", "enwiki.jsonl.zst"]}}
+        figures: dict = {"corpus": {"docs": len(texts), "mb": mb, "sources": SOURCES}}
 
         cfg = TokenizerConfig(vocab_size=args.vocab, sample_bytes=200_000_000)
         _, t = timed(lambda: train_bpe(sample_docs(docs_dir, cfg.sample_bytes), cfg, work / "tok"))
