@@ -67,6 +67,7 @@ def tokenizer_encode(tokenizer: Path = typer.Option(..., "--tokenizer", help="fo
                      data: Path = typer.Option(..., "--data", help="folder of prepared Parquet shards"),
                      out: Path = typer.Option(..., "--out", "-o"),
                      workers: Optional[int] = typer.Option(None, "--workers", "-j", help="processes (default: all cores)"),
+                     fast: bool = typer.Option(True, "--fast/--hf", help="tiktoken when verified (default) or HF only"),
                      recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt):
     """Encode prepared documents to token shards with a train/validation split by document.
 
@@ -81,7 +82,7 @@ def tokenizer_encode(tokenizer: Path = typer.Option(..., "--tokenizer", help="fo
     t0 = time.perf_counter()
     s = encode_corpus(tokenizer, data, out, r.data.val_fraction, r.data.split_seed,
                       workers=r.tokenizer.workers if workers is None else workers,
-                      chunk_bytes=r.tokenizer.chunk_bytes, verbose=True)
+                      chunk_bytes=r.tokenizer.chunk_bytes, fast=fast, verbose=True)
     secs = time.perf_counter() - t0
     console.print_json(json.dumps({**s.__dict__, "seconds": secs, "MB_per_s": s.bytes / 1e6 / max(secs, 1e-9)}))
 

@@ -112,10 +112,14 @@ _W: dict = {}
 
 def _init_worker(tokenizer_json: str, fast: bool, out_dir: str, val_fraction: float, seed: int,
                  enc: Optional[Encoder] = None) -> None:
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already
     enc = enc or Encoder(tokenizer_json, fast=fast, check=False)  # the parent checked it
     _W.update(enc=enc, out=Path(out_dir), val_fraction=val_fraction, seed=seed,
               eot=enc.token_to_id(EOT), vocab=enc.vocab_size)
+
+
+def _init_pool_worker(*init) -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already (HF fallback)
+    _init_worker(*init)
 
 
 def encode_chunk(index: int, chunk: bytes) -> dict:
@@ -245,7 +249,7 @@ def _run(todo, workers: int, init: tuple, enc: Encoder) -> Iterator[dict]:
         return
     todo = _chain_iter(ahead, todo)
     with ProcessPoolExecutor(len(ahead), mp_context=mp.get_context("spawn"),
-                             initializer=_init_worker, initargs=init) as pool:
+                             initializer=_init_pool_worker, initargs=init) as pool:
         pending = set()
         try:
             for i, t in todo:
