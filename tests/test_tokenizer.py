@@ -167,3 +167,27 @@ def test_cli_train_encode_report(prepared, tmp_path):
                          "--json", str(tmp_path / "r.json")])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "r.json").read_text())[0]["round_trip_failures"] == 0
+
+
+def test_ids_out_of_merge_order_are_not_given_to_tiktoken(tok_dir):
+    spec = json.loads((tok_dir / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    a, b = ("".join(m) if isinstance(m, list) else m.replace(" ", "") for m in spec["model"]["merges"][:2])
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    enc = Encoder(json.dumps(spec))
+    assert enc.kind == "hf" and "merge order" in enc.why_not
+
+
+def test_a_fast_encoder_that_differs_from_hf_is_dropped(tok_dir, monkeypatch):
+    import fmforge.tokenizer.fast as fast
+
+    real = fast.tiktoken_from_json
+
+    def wrong_digits(spec):  # same merges, but digits split one by one: ids differ on numbers
+        pre = spec["pre_tokenizer"]["pretokenizers"][0]["pattern"]
+        pre["Regex"] = pre["Regex"].replace(r"\p{N}{1,3}", r"\p{N}{1,1}")
+        return real(spec)
+
+    monkeypatch.setattr(fast, "tiktoken_from_json", wrong_digits)
+    enc = Encoder.from_path(tok_dir)
+    assert enc.kind == "hf" and "differ" in enc.why_not
