@@ -103,9 +103,14 @@ class Pipeline:
         else:
             if marker.exists():
                 marker.unlink()
-            if name != "train" and out.exists():  # train keeps its checkpoints for --resume
+            # An interrupted train stage of the same inputs keeps its checkpoints to resume
+            # from; any other stage, or another recipe, starts from an empty folder.
+            started = out / "started.json"
+            same = started.exists() and json.loads(started.read_text()).get("hash") == self.hashes[name]
+            if out.exists() and not (name == "train" and same and not self.force):
                 shutil.rmtree(out)
             out.mkdir(parents=True, exist_ok=True)
+            started.write_text(json.dumps({"hash": self.hashes[name]}))
             self._say(f"[{name}] running")
             t0 = time.perf_counter()
             summary = fn(out)

@@ -104,3 +104,28 @@ def test_loader_deterministic_resumable_and_rank_disjoint(tmp_path):
     x1, _ = r1.next_batch()
     assert torch.equal(torch.cat([x0, x1]), batches[0])
     assert torch.equal(x0[:, 1:], y0[:, :-1])
+
+
+def test_activation_checkpointing_gives_the_same_losses(shards, tmp_path):
+    recipe, tok = shards
+    runs = []
+    for ac in (False, True):
+        r = recipe.model_copy(update={"train": recipe.train.model_copy(
+            update={"max_steps": 3, "activation_checkpointing": ac})})
+        train(r, tok, tmp_path / f"ac{ac}", verbose=False)
+        runs.append(losses(tmp_path / f"ac{ac}" / "metrics.jsonl"))
+    assert runs[0] == runs[1]
+
+
+def test_muon_optimizer_trains_and_resumes_exactly(shards, tmp_path):
+    recipe, tok = shards
+    r = recipe.model_copy(update={"train": recipe.train.model_copy(
+        update={"max_steps": 6, "checkpoint_every": 3, "keep_checkpoints": 5, "optimizer": "muon"})})
+    train(r, tok, tmp_path / "full", verbose=False)
+    full = losses(tmp_path / "full" / "metrics.jsonl")
+    assert full[-1] < full[0]
+    import shutil
+    shutil.copytree(tmp_path / "full", tmp_path / "part")
+    shutil.rmtree(tmp_path / "part" / "checkpoints" / "step-00000006")
+    train(r, tok, tmp_path / "part", resume=True, verbose=False)
+    assert losses(tmp_path / "part" / "metrics.jsonl") == full

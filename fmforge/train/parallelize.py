@@ -102,6 +102,28 @@ def parallelize(model: torch.nn.Module, rt: Runtime, activation_checkpointing: b
     return model
 
 
+def full_state_dicts(model: torch.nn.Module, opt: torch.optim.Optimizer, rt: Runtime) -> tuple[dict, dict]:
+    """Model and optimizer state as whole (unsharded) tensors, the same format on one
+    device or many. With several ranks every rank must call this (it gathers)."""
+    if rt.world == 1:
+        return model.state_dict(), opt.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_state_dicts(model: torch.nn.Module, opt: torch.optim.Optimizer, model_sd: dict, opt_sd: dict,
+                          rt: Runtime) -> None:
+    if rt.world == 1:
+        model.load_state_dict(model_sd)
+        opt.load_state_dict(opt_sd)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    set_state_dict(model, opt, model_state_dict=model_sd, optim_state_dict=opt_sd,
+                   options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False))
+
+
 def all_reduce_mean(x: torch.Tensor, rt: Runtime) -> torch.Tensor:
     if rt.world > 1:
         dist.all_reduce(x, op=dist.ReduceOp.AVG)

@@ -28,7 +28,8 @@ from fmforge.tokenizer.shards import Shard, open_split
 from fmforge.train import checkpoint
 from fmforge.train.loader import TokenLoader
 from fmforge.train.optim import build_optimizer, lr_at, set_lr
-from fmforge.train.parallelize import Runtime, all_reduce_mean, parallelize, setup, teardown
+from fmforge.train.parallelize import (all_reduce_mean, full_state_dicts, load_full_state_dicts, parallelize, setup,
+                                       teardown)
 
 
 class TrainingDiverged(RuntimeError):
@@ -70,6 +71,15 @@ class ProgressLine:
         elif final or now - self.last >= 10:
             print(text, file=sys.stderr, flush=True)
             self.last = now
+
+
+def tensorboard_writer(out_dir: Path):
+    """TensorBoard event files in <out>/tensorboard when the tensorboard package is installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out_dir / "tensorboard"))
 
 
 def model_config_for(recipe: Recipe, vocab_size: int) -> ModelConfig:
@@ -135,8 +145,10 @@ def train(recipe: Recipe, tokens_dir: Path, out_dir: Path, resume: bool = False,
     last = checkpoint.latest(ckpt_dir) if resume else None
     if last is not None:
         state = checkpoint.load(last)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        if state["model_config"] != mcfg.model_dump(mode="json"):
+            raise ValueError(f"cannot resume from {last}: it holds a model of another shape "
+                             f"({state['model_config']}); use another --out or start without --resume")
+        load_full_state_dicts(model, opt, state["model"], state["optimizer"], rt)
         loader.load_state_dict(state["loader"])
         torch.set_rng_state(state["rng"]["torch"])
         if rt.device.type == "cuda" and state["rng"].get("cuda") is not None:
@@ -149,10 +161,11 @@ def train(recipe: Recipe, tokens_dir: Path, out_dir: Path, resume: bool = False,
         metrics_path.unlink()
 
     def save_checkpoint() -> None:
+        model_sd, opt_sd = full_state_dicts(model, opt, rt)  # a collective with several ranks
         if not rt.is_main:
             return
         state = {
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "loader": loader.state_dict(),
+            "model": model_sd, "optimizer": opt_sd, "loader": loader.state_dict(),
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state(rt.device) if rt.device.type == "cuda" else None},
             "step": step, "tokens": tokens_seen, "elapsed": elapsed, "skipped": skipped,
@@ -180,6 +193,7 @@ def train(recipe: Recipe, tokens_dir: Path, out_dir: Path, resume: bool = False,
         return {"step": step, **res.to_dict()}
 
     # --- the loop
+    tb = tensorboard_writer(out_dir) if rt.is_main else None
     model.train()
     bad_in_row, loss_val, val = 0, float("nan"), None
     mfu_seen: list[float] = []
@@ -234,6 +248,10 @@ def train(recipe: Recipe, tokens_dir: Path, out_dir: Path, resume: bool = False,
                 if step % cfg.log_every == 0 or progress() >= 1.0:
                     metrics.write(json.dumps(rec) + "\n")
                     metrics.flush()
+                    if tb is not None:
+                        for k in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu"):
+                            if rec[k] is not None:
+                                tb.add_scalar(f"train/{k}", rec[k], step)
                 p = progress()
                 eta = elapsed / p - elapsed if p > 0 else 0
                 log.update(f"step {step} | loss {loss_val:.4f} | lr {lr:.2e} | {tps:,.0f} tok/s"
@@ -242,14 +260,20 @@ def train(recipe: Recipe, tokens_dir: Path, out_dir: Path, resume: bool = False,
                 val = evaluate()
                 if rt.is_main:
                     metrics.write(json.dumps({"eval": val}) + "\n")
+                    if tb is not None:
+                        tb.add_scalar("val/loss", val["val_loss"], step)
+                        tb.add_scalar("val/bpb", val["val_bpb"], step)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 save_checkpoint()
+    if tb is not None:
+        tb.close()
     log.update(f"done: {step} steps, {tokens_seen:,} tokens in {_fmt_time(elapsed)}, final loss {loss_val:.4f}", final=True)
     save_checkpoint()
     if cfg.eval_every and val_shards and (val is None or val["step"] != step):
         val = evaluate()
+    final_sd, _ = full_state_dicts(model, opt, rt)
     if rt.is_main:
-        save_model(model, mcfg, out_dir)
+        save_model(final_sd, mcfg, out_dir)
     mfu_med = sorted(mfu_seen)[len(mfu_seen) // 2] if mfu_seen else None
     result = TrainResult(step, tokens_seen, elapsed, loss_val, n_params, skipped, mfu_med,
                          tokens_seen / elapsed if elapsed else 0.0, val, acc.name if acc else None, rt.world, fpt)
@@ -274,11 +298,11 @@ def _truncate_metrics(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
-def save_model(model: torch.nn.Module, mcfg: ModelConfig, out_dir: Path) -> None:
+def save_model(model_state: dict, mcfg: ModelConfig, out_dir: Path) -> None:
     from safetensors.torch import save_file
 
     state = {k.replace("_orig_mod.", "").replace("_checkpoint_wrapped_module.", ""): v.detach().cpu().contiguous()
-             for k, v in model.state_dict().items()}
+             for k, v in model_state.items()}
     if mcfg.tie_embeddings:
         state.pop("lm_head.weight", None)
     tmp = out_dir / ".model.safetensors.tmp"
