@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from fmforge.config import TokenizerConfig
+if TYPE_CHECKING:  # encode workers import this module: pydantic would cost them 0.4 s each
+    from fmforge.config import TokenizerConfig
 
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"
