@@ -105,6 +105,16 @@ def test_resume_after_simulated_kill_equals_fresh(prepared, tok_dir, fresh, tmp_
     assert kept == {n for n in mtimes if not n.endswith(f"-{last:06d}.bin")}  # finished shards were not redone
 
 
+def test_deleted_or_damaged_shard_of_a_logged_chunk_is_redone(prepared, tok_dir, fresh, tmp_path):
+    out = tmp_path / "out"
+    encode_corpus(tok_dir, prepared, out, VAL, SEED, workers=1, chunk_bytes=CHUNK)
+    train = sorted(out.glob("train-*.bin"))
+    train[-1].unlink()
+    train[0].write_bytes(train[0].read_bytes()[:-8])
+    encode_corpus(tok_dir, prepared, out, VAL, SEED, workers=1, chunk_bytes=CHUNK)
+    assert digest(out) == digest(fresh)
+
+
 def test_resume_after_real_kill_equals_fresh(prepared, tok_dir, fresh, tmp_path):
     out = tmp_path / "killed"
     code = (f"from fmforge.tokenizer.encode import encode_corpus; import time, fmforge.tokenizer.encode as e\n"

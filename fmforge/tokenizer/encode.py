@@ -19,8 +19,9 @@ import re
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import TYPE_CHECKING, Iterator, Optional, Union
 
 import multiprocessing as mp
 import numpy as np
@@ -33,6 +34,9 @@ from fmforge.data.documents import shard_paths
 from fmforge.tokenizer.bpe import EOT, tokenizer_file
 from fmforge.tokenizer.fast import Encoder
 from fmforge.tokenizer.shards import dtype_for, write_arrays
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 SPLIT_BUCKETS = 1_000_000
 PROGRESS = "progress.jsonl"
@@ -144,7 +148,9 @@ def encode_chunk(index: int, chunk: bytes) -> dict:
         for d, o in zip(docs, offsets[:-1]):  # [EOT] + the document's ids
             tokens[o] = eot
             tokens[o + 1 : o + 1 + len(d)] = d
-        write_arrays(out / f"{split}-{index:06d}.bin", tokens, offsets, nbytes[mask], vocab)
+        path = out / f"{split}-{index:06d}.bin"
+        write_arrays(path, tokens, offsets, nbytes[mask], vocab)
+        rec.setdefault("files", {})[path.name] = path.stat().st_size
     return rec
 
 
@@ -159,7 +165,8 @@ def plan(docs_dir: Path, tokenizer_fp: str, val_fraction: float, seed: int, chun
 
 
 def finished_chunks(out_dir: Path, want: dict) -> dict[int, dict]:
-    """Chunks recorded done by an earlier run of the same plan (a torn last line is ignored)."""
+    """Chunks recorded done by an earlier run of the same plan whose shards are all there
+    with their recorded sizes (a torn last line of the log is ignored)."""
     log = out_dir / PROGRESS
     if not log.exists():
         return {}
@@ -175,7 +182,9 @@ def finished_chunks(out_dir: Path, want: dict) -> dict[int, dict]:
             rec = json.loads(line)
         except json.JSONDecodeError:
             break
-        done[rec["chunk"]] = rec
+        if all((out_dir / n).is_file() and (out_dir / n).stat().st_size == size
+               for n, size in rec.get("files", {}).items()):
+            done[rec["chunk"]] = rec
     return done
 
 
@@ -213,7 +222,8 @@ def encode_corpus(tok: Union[str, Path, "Tokenizer"], docs_dir: Path, out_dir: P
     clear_unfinished(out_dir, done)
     (out_dir / "stats.json").unlink(missing_ok=True)
     log = _open_log(out_dir, want, done)
-    todo = ((i, to_ipc(t)) for i, t in enumerate(_chain(first, chunks)) if i not in done)
+    todo = ((i, to_ipc(t)) for i, t in enumerate(chain([first] if first is not None else [], chunks))
+            if i not in done)
     records = dict(done)
     init = (tok_json, enc.kind == "tiktoken", str(out_dir), val_fraction, seed)
     workers = workers or default_workers()
@@ -247,7 +257,7 @@ def _run(todo, workers: int, init: tuple, enc: Encoder) -> Iterator[dict]:
     if len(ahead) == 1:
         yield from _run(iter(ahead), 1, init, enc)
         return
-    todo = _chain_iter(ahead, todo)
+    todo = chain(ahead, todo)
     with ProcessPoolExecutor(len(ahead), mp_context=mp.get_context("spawn"),
                              initializer=_init_pool_worker, initargs=init) as pool:
         pending = set()
@@ -283,13 +293,3 @@ def _prefix_texts(col, max_bytes: int) -> list[str]:
             break
     return out
 
-
-def _chain(first, rest):
-    if first is not None:
-        yield first
-        yield from rest
-
-
-def _chain_iter(head: list, rest):
-    yield from head
-    yield from rest
