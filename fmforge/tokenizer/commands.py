@@ -93,7 +93,7 @@ def tokenizer_report(tokenizer: List[Path] = typer.Option(..., "--tokenizer", "-
                      data: List[Path] = typer.Option(..., "--data", "-d",
                                                      help="held-out text: prepared Parquet folder/file, JSONL(.gz/.zst) "
                                                           "or text file (repeatable)"),
-                     max_bytes: Optional[int] = typer.Option(None, "--max-bytes", help="stop after this much text"),
+                     max_bytes: Optional[int] = typer.Option(None, "--max-bytes", help="at most about this much text from each --data"),
                      json_out: Optional[Path] = typer.Option(None, "--json", help="also write the figures here")):
     """Bytes/token and tokens/word per source, vocabulary use, round-trip exactness; one row per tokenizer.
 

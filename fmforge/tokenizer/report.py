@@ -68,13 +68,14 @@ class TokenizerReport:
 
 
 def iter_texts(paths: Sequence[Path], max_bytes: Optional[int] = None) -> Iterator[tuple[str, str, str]]:
-    """(source, document label, text) from prepared Parquet folders/files, JSONL(.gz/.zst) or text files."""
+    """(source, document label, text) from prepared Parquet folders/files, JSONL(.gz/.zst) or
+    text files; at most about `max_bytes` of text from each path."""
     from fmforge.data.collect import CollectStats
     from fmforge.data.documents import read_docs
     from fmforge.data.readers import iter_file
 
-    total = 0
     for path in map(Path, paths):
+        total = 0
         if not path.exists():
             raise FileNotFoundError(f"data not found: {path}")
         name = path.name.lower()
@@ -88,7 +89,7 @@ def iter_texts(paths: Sequence[Path], max_bytes: Optional[int] = None) -> Iterat
             yield source, label, text
             total += len(text)
             if max_bytes and total >= max_bytes:
-                return
+                break
 
 
 def _label(doc: dict) -> str:
@@ -128,7 +129,7 @@ def measure(tokenizers: Sequence[Path], data: Sequence[Path], max_bytes: Optiona
 
 def _name(path: Path) -> str:
     path = Path(path)
-    return path.parent.name if path.name == "tokenizer.json" else path.name
+    return str(path.parent if path.name == "tokenizer.json" else path)
 
 
 def table_rows(reports: list[TokenizerReport]) -> tuple[list[str], list[list[str]]]:
