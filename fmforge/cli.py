@@ -61,7 +61,10 @@ def run(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt,
     from fmforge.pipeline import Pipeline, report_rows
 
     r = _recipe(recipe, set_)
-    report = Pipeline(r, force=force).run_all()
+    pipeline = Pipeline(r, force=force)
+    report = pipeline.run_all()
+    if not pipeline.is_main:  # under torchrun, rank 0 reports
+        return
     table = Table(title=f"fmforge run: {r.name}  →  {r.run_dir}/report.json", show_header=False)
     table.add_column(style="bold")
     table.add_column()
@@ -107,7 +110,8 @@ def train(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt,
         p.train(resume=resume)
     else:
         res = run_train(r, p.stage_dir("tokenizer") / "shards", out, resume=resume)
-        console.print_json(json.dumps(res.to_dict()))
+        if p.is_main:
+            console.print_json(json.dumps(res.to_dict()))
 
 
 @app.command("eval")

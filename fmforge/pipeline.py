@@ -64,6 +64,7 @@ class Pipeline:
         self.dir = recipe.run_dir
         self.hashes: dict[str, str] = {}
         self.runs: list[StageRun] = []
+        self.is_main = int(os.environ.get("RANK", "0")) == 0
 
     def stage_dir(self, name: str) -> Path:
         return self.dir / name
@@ -96,6 +97,8 @@ class Pipeline:
         self.hashes[name] = _hash(self._deps(name))
         out = self.stage_dir(name)
         marker = out / "stage.json"
+        if not self.is_main:  # under torchrun: rank 0 runs the stages, the others train with it
+            return self._follow(name, fn)
         if not self.force and self.up_to_date(name):
             summary = json.loads(marker.read_text())["summary"]
             run = StageRun(name, True, 0.0, summary)
@@ -124,6 +127,21 @@ class Pipeline:
             self._say(f"[{name}] done in {secs:.1f}s")
         self.runs.append(run)
         return run
+
+    def _follow(self, name: str, fn: Callable[[Path], dict]) -> StageRun:
+        """A rank other than 0: take part in training, wait for rank 0's data stages,
+        leave evaluation to rank 0."""
+        if name == "train":
+            return StageRun(name, False, 0.0, fn(self.stage_dir(name)))
+        if name in ("eval", "sample"):
+            return StageRun(name, True, 0.0, {})
+        deadline = time.time() + 24 * 3600
+        while not self.up_to_date(name):
+            if time.time() > deadline:
+                raise TimeoutError(f"rank {os.environ.get('RANK')}: waited a day for rank 0's {name} stage")
+            time.sleep(2)
+        summary = json.loads((self.stage_dir(name) / "stage.json").read_text())["summary"]
+        return StageRun(name, True, 0.0, summary)
 
     def _say(self, text: str) -> None:
         if self.verbose:
@@ -200,7 +218,8 @@ class Pipeline:
         for name in STAGES:
             getattr(self, name)()
         report = build_report(self.recipe, self.runs, time.perf_counter() - t0)
-        write_report(report, self.dir)
+        if self.is_main:
+            write_report(report, self.dir)
         return report
 
 

@@ -212,6 +212,8 @@ def train(recipe: Recipe, tokens_dir: Path, out_dir: Path, resume: bool = False,
                 total += loss.detach() / accum
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
             loss_val = float(all_reduce_mean(total, rt))
+            if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
+                grad_norm = grad_norm.full_tensor()
             gn = float(grad_norm)
             if not (math.isfinite(loss_val) and math.isfinite(gn)):
                 opt.zero_grad(set_to_none=True)
