@@ -97,13 +97,16 @@ def tiktoken_from_json(spec: dict):
         return None, "some single bytes are missing from the vocabulary"
     # tiktoken merges the adjacent pair whose concatenation has the lowest id, HF the
     # pair earliest in its merge list: the same order only if ids grow with the merges.
+    merges = model.get("merges", [])
     last = -1
-    for m in model.get("merges", []):
+    for m in merges:
         a, b = m if isinstance(m, list) else m.split(" ", 1)
         i = model["vocab"].get(a + b)
         if i is None or i <= last:
             return None, "token ids are not in merge order"
         last = i
+    if len(ranks) != 256 + len(merges):  # tiktoken would use a token no merge makes
+        return None, "the vocabulary has tokens that no merge makes"
     enc = tiktoken.Encoding("fmforge", pat_str=pattern, mergeable_ranks=ranks, special_tokens=special)
     return enc, ""
 
