@@ -251,19 +251,18 @@ def _run(todo, workers: int, init: tuple, enc: Encoder) -> Iterator[dict]:
         for i, t in todo:
             yield encode_chunk(i, t)
         return
-    ahead = [x for _, x in zip(range(workers), todo)]  # a small corpus needs fewer processes
-    if not ahead:
+    # Starting a worker costs ~0.5 CPU-s (imports, encoder): worth it from 2 chunks each.
+    ahead = [x for _, x in zip(range(2 * workers), todo)]
+    procs = min(workers, len(ahead) // 2)
+    if procs <= 1:
+        yield from _run(chain(ahead, todo), 1, init, enc)
         return
-    if len(ahead) == 1:
-        yield from _run(iter(ahead), 1, init, enc)
-        return
-    todo = chain(ahead, todo)
-    with ProcessPoolExecutor(len(ahead), mp_context=mp.get_context("spawn"),
+    with ProcessPoolExecutor(procs, mp_context=mp.get_context("spawn"),
                              initializer=_init_pool_worker, initargs=init) as pool:
         pending = set()
         try:
-            for i, t in todo:
-                while len(pending) >= 2 * len(ahead):
+            for i, t in chain(ahead, todo):
+                while len(pending) >= 2 * procs:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     yield from (f.result() for f in finished)
                 pending.add(pool.submit(encode_chunk, i, t))
