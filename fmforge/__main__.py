@@ -1,3 +1,4 @@
 from fmforge.cli import main
 
-main()
+if __name__ == "__main__":  # spawned worker processes re-import this module
+    main()
