@@ -164,7 +164,12 @@ class Pipeline:
         from fmforge.data.prepare import prepare
 
         def fn(out: Path) -> dict:  # the data card summary (full card: prepare/datacard.md)
-            return summary(prepare(self.stage_dir("collect"), out, self.recipe.data))
+            s = summary(prepare(self.stage_dir("collect"), out, self.recipe.data))
+            if not s["docs_out"]:
+                reasons = ", ".join(f"{k}: {v}" for k, v in sorted(s["removed"].items(), key=lambda kv: -kv[1]))
+                raise ValueError(f"prepare kept none of the {s['docs_in']} collected documents ({reasons or 'none collected'}); "
+                                 f"see {out / 'datacard.md'} for examples of each reason")
+            return s
 
         return self.run_stage("prepare", fn)
 

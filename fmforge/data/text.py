@@ -71,8 +71,8 @@ def word_hashes(tokens: list[str], lower: bool = True) -> np.ndarray:
         return np.zeros(0, dtype=np.uint64)
     ids: dict[str, int] = {}
     idx = np.fromiter((ids.setdefault(w, len(ids)) for w in tokens), dtype=np.int64, count=len(tokens))
-    h = xxhash.xxh3_64_intdigest
-    vocab = np.fromiter((h(w.lower() if lower else w) for w in ids), dtype=np.uint64, count=len(ids))
+    h = xxhash.xxh3_64_intdigest  # bytes, not str: older xxhash releases take only bytes
+    vocab = np.fromiter((h((w.lower() if lower else w).encode("utf-8", "surrogatepass")) for w in ids), dtype=np.uint64, count=len(ids))
     return vocab[idx]
 
 
