@@ -56,7 +56,7 @@ def main() -> None:
             if not link.exists():
                 link.symlink_to(Path("..") / "sweep-base" / stage)
         c = a.first_core + 2 * i
-        sets = [f"name={run}", f"train.time_budget_s={a.budget}", "train.threads=2", *VARIANTS[name]]
+        sets = [f"name={run}", f"train.time_budget_s={a.budget}", "train.threads=2", "train.device=cpu", *VARIANTS[name]]
         cmd = ["taskset", "-c", f"{c},{c + 1}", sys.executable, "-m", "fmforge", "run"]
         for s in sets:
             cmd += ["--set", s]
