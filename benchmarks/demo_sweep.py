@@ -29,6 +29,8 @@ VARIANTS = {
     "muon-d320-l5": MUON + ["model.d_model=320", "model.n_layers=5", "model.n_heads=5"],
     "muon-ctx512": MUON + ["model.context_length=512", "train.micro_batch=8"],
     "muon-b32": MUON + ["train.micro_batch=32"],
+    "muon-compiled": MUON + ["train.compile=on"],
+    "muon-d192-compiled": MUON + ["train.compile=on", "model.d_model=192", "model.n_heads=3"],
 }
 
 

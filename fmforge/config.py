@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
@@ -186,6 +186,11 @@ class TrainConfig(Section):
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     compile: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA, off for CPU
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, v):  # YAML reads a bare on/off as a boolean
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
     micro_batch: int = Field(16, ge=1)  # sequences per forward pass
     global_batch_tokens: Optional[int] = Field(None, ge=1)  # None: one micro-batch per step
     max_steps: Optional[int] = Field(None, ge=1)

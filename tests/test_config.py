@@ -71,3 +71,8 @@ def test_every_verb_has_help_with_an_example(verb):
     p = subprocess.run([sys.executable, "-m", "fmforge", *verb, "--help"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert "Example" in p.stdout
+
+
+def test_bare_on_off_read_as_compile_modes():
+    assert load_recipe(None, ["train.compile=on"]).train.compile == "on"
+    assert load_recipe(None, ["train.compile=off"]).train.compile == "off"

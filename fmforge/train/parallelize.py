@@ -86,6 +86,11 @@ def parallelize(model: torch.nn.Module, rt: Runtime, activation_checkpointing: b
         for i, block in enumerate(model.layers):
             model.layers[i] = checkpoint_wrapper(block, preserve_rng_state=False)
     if rt.compile:
+        if rt.device.type == "cpu":
+            # Inductor needs a C++ compiler on the CPU; without one, run eager rather than fail.
+            import torch._dynamo
+
+            torch._dynamo.config.suppress_errors = True
         # Each block on its own: they share one compiled graph, so compilation takes
         # seconds, not the minutes of a whole-model compile. The loss head apart, so that
         # the fp32 logits stay inside fused kernels.
