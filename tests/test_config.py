@@ -59,9 +59,9 @@ def test_cli_bad_input_exits_2_without_traceback(args):
 
 
 def test_config_show_prints_resolved_recipe():
-    p = subprocess.run([sys.executable, "-m", "fmforge", "config", "show", "--set", "model.d_model=512"],
+    p = subprocess.run([sys.executable, "-m", "fmforge", "config", "show", "--set", "model.d_model=384"],
                        capture_output=True, text=True, check=True)
-    assert "d_model: 512" in p.stdout and "vocab_size: 4096" in p.stdout
+    assert "d_model: 384" in p.stdout and "vocab_size: 4096" in p.stdout
 
 
 @pytest.mark.parametrize("verb", [[], ["run"], ["train"], ["eval"], ["sample"], ["config", "show"],

@@ -88,9 +88,9 @@ def parallelize(model: torch.nn.Module, rt: Runtime, activation_checkpointing: b
     if rt.compile:
         if rt.device.type == "cpu":
             # Inductor needs a C++ compiler on the CPU; without one, run eager rather than fail.
-            import torch._dynamo
+            from torch._dynamo import config as dynamo_config
 
-            torch._dynamo.config.suppress_errors = True
+            dynamo_config.suppress_errors = True
         # Each block on its own: they share one compiled graph, so compilation takes
         # seconds, not the minutes of a whole-model compile. The loss head apart, so that
         # the fp32 logits stay inside fused kernels.

@@ -154,7 +154,8 @@ def train(recipe: Recipe, tokens_dir: Path, out_dir: Path, resume: bool = False,
         if rt.device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"], rt.device)
         step, tokens_seen, elapsed, skipped = state["step"], state["tokens"], state["elapsed"], state["skipped"]
-        _truncate_metrics(metrics_path, step)
+        if rt.is_main:
+            _truncate_metrics(metrics_path, step)
         if verbose and rt.is_main:
             print(f"resumed from {last} (step {step}, {tokens_seen:,} tokens)", file=sys.stderr)
     elif rt.is_main and metrics_path.exists():
