@@ -66,7 +66,8 @@ def test_config_show_prints_resolved_recipe():
 
 @pytest.mark.parametrize("verb", [[], ["run"], ["train"], ["eval"], ["sample"], ["config", "show"],
                                   ["data", "collect"], ["data", "prepare"], ["tokenizer", "train"],
-                                  ["tokenizer", "encode"]])
+                                  ["tokenizer", "encode"], ["tokenizer", "report"], ["cost"],
+                                  ["cost", "estimate"], ["cost", "plan"], ["cost", "serve"]])
 def test_every_verb_has_help_with_an_example(verb):
     p = subprocess.run([sys.executable, "-m", "fmforge", *verb, "--help"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
