@@ -136,7 +136,8 @@ def run_fmforge(recipe_path: str, shards: Path, work: Path) -> dict:
     import torch
 
     from fmforge.config import load_recipe
-    from fmforge.train.trainer import load_model, train
+    from fmforge.model.weights import load_model
+    from fmforge.train.trainer import train
 
     recipe = load_recipe(recipe_path)
     out = work / f"fmforge-{Path(recipe_path).stem}"

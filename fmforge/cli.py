@@ -138,7 +138,7 @@ def sample(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt
     """
     from fmforge.eval.generate import generate
     from fmforge.tokenizer.bpe import EOT, load
-    from fmforge.train.trainer import load_model
+    from fmforge.model.weights import load_model
 
     r = _recipe(recipe, set_)
     text = prompt if prompt is not None else r.eval.prompt

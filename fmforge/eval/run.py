@@ -13,7 +13,7 @@ from fmforge.eval.heldout import compressor_bpb, iter_docs, score_docs
 from fmforge.tokenizer.bpe import EOT, load
 from fmforge.tokenizer.encode import is_validation
 from fmforge.tokenizer.shards import open_split
-from fmforge.train.trainer import load_model
+from fmforge.model.weights import load_model
 
 
 def _device() -> torch.device:

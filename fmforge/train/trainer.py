@@ -24,6 +24,7 @@ from fmforge.config import ModelConfig, Recipe
 from fmforge.eval.heldout import iter_docs, score_docs
 from fmforge.model.flops import count_params, flops_per_token
 from fmforge.model.transformer import Transformer
+from fmforge.model.weights import save_model
 from fmforge.tokenizer.shards import Shard, open_split
 from fmforge.train import checkpoint
 from fmforge.train.loader import TokenLoader
@@ -299,29 +300,3 @@ def _truncate_metrics(path: Path, step: int) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(line + "\n" for line in keep))
     os.replace(tmp, path)
-
-
-def save_model(model_state: dict, mcfg: ModelConfig, out_dir: Path) -> None:
-    from safetensors.torch import save_file
-
-    state = {k.replace("_orig_mod.", "").replace("_checkpoint_wrapped_module.", ""): v.detach().cpu().contiguous()
-             for k, v in model_state.items()}
-    if mcfg.tie_embeddings:
-        state.pop("lm_head.weight", None)
-    tmp = out_dir / ".model.safetensors.tmp"
-    save_file(state, str(tmp))
-    os.replace(tmp, out_dir / "model.safetensors")
-    (out_dir / "model.json").write_text(mcfg.model_dump_json(indent=2))
-
-
-def load_model(run_train_dir: Path, device: str | torch.device = "cpu") -> Transformer:
-    from safetensors.torch import load_file
-
-    run_train_dir = Path(run_train_dir)
-    cfg_file = run_train_dir / "model.json"
-    if not cfg_file.exists():
-        raise FileNotFoundError(f"no trained model in {run_train_dir} (model.json missing)")
-    mcfg = ModelConfig.model_validate_json(cfg_file.read_text())
-    model = Transformer(mcfg)
-    model.load_state_dict(load_file(str(run_train_dir / "model.safetensors")), strict=True)
-    return model.to(device).eval()
