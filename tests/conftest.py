@@ -44,3 +44,13 @@ def write_recipe(path: Path, corpus: Path, out_dir: Path, name: str = "t", **ove
 @pytest.fixture
 def small_recipe(tmp_path, corpus_dir) -> Path:
     return write_recipe(tmp_path / "recipe.yaml", corpus_dir, tmp_path / "runs")
+
+
+@pytest.fixture(scope="session")
+def prepared(corpus_dir, tmp_path_factory) -> Path:
+    """The small corpus collected into a document table (read-only for tests)."""
+    from fmforge.data.collect import collect
+
+    out = tmp_path_factory.mktemp("prepared")
+    collect([str(corpus_dir)], ["*.py"], out)
+    return out

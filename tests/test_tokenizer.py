@@ -9,7 +9,6 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from typer.testing import CliRunner
 
 from fmforge.config import TokenizerConfig
-from fmforge.data.collect import collect
 from fmforge.data.documents import read_docs
 from fmforge.tokenizer.bpe import EOT, PAD, load, save, train_bpe
 from fmforge.tokenizer.fast import PROBES, Encoder, hf_encode
@@ -18,13 +17,6 @@ from fmforge.tokenizer.sample import sample_docs
 
 ODD = ["Word\u2060joiner\u2060—dash", "emoji 👩\u200d👩\u200d👧 🇫🇷 ✊🏽", "CJK 漢字かなカナ한국어 中文", "e\u0301 Å ﬁ ½ ²",
        "x = 1234567890 + 3.14159", "  indented\r\n\ttabs\n\n\n", "I'LL we've they'd DON'T"]
-
-
-@pytest.fixture(scope="module")
-def prepared(corpus_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("prepared")
-    collect([str(corpus_dir)], ["*.py"], out)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from fmforge.config import TokenizerConfig
-from fmforge.data.collect import collect
 from fmforge.data.documents import read_docs
 from fmforge.tokenizer.bpe import EOT, train_bpe
 from fmforge.tokenizer.encode import PROGRESS, encode_corpus, is_validation
@@ -22,13 +21,6 @@ from fmforge.tokenizer.fast import Encoder
 from fmforge.tokenizer.shards import Shard, open_split, shard_files, write_arrays
 
 VAL, SEED, CHUNK = 0.2, 7, 200_000  # small chunks: several shards from a small corpus
-
-
-@pytest.fixture(scope="module")
-def prepared(corpus_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("prepared")
-    collect([str(corpus_dir)], ["*.py"], out)
-    return out
 
 
 @pytest.fixture(scope="module")
