@@ -40,8 +40,15 @@ def test_fix_text_repairs_mojibake_controls_and_normalises():
 
 
 def test_words_split_like_spacy():
+    # expectations are spaCy 3.8's English tokenizer output on the same strings
     assert words("The U.S. e.g. and/or 3.5, world's don't well-known 1990–2000!") == [
-        "The", "U.S.", "e.g.", "and/or", "3.5", ",", "world", "'s", "don", "'t", "well", "-", "known", "1990–2000", "!"]
+        "The", "U.S.", "e.g.", "and/or", "3.5", ",", "world", "'s", "do", "n't", "well", "-", "known", "1990–2000", "!"]
+    # URLs whole, abbreviations keep their ".", rst/markup runs stay one token, digit ranges and
+    # units split, a/b splits between letters, non-Latin words are not cut at combining marks
+    assert words("See https://peps.python.org/pep-0008/ (by J. Smith, p. 5) ------ --allow 767-200 5km "
+                 "if/elif pep:`602` Inc. USA. अग्नि") == [
+        "See", "https://peps.python.org/pep-0008/", "(", "by", "J.", "Smith", ",", "p.", "5", ")", "------",
+        "--allow", "767", "-", "200", "5", "km", "if", "/", "elif", "pep:`602", "`", "Inc.", "USA", ".", "अग्नि"]
 
 
 def test_word_hashes_are_stable_and_case_insensitive():

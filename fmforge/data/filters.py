@@ -19,6 +19,7 @@ BULLETS = ("•", "-", "*", "‣", "◦", "–")
 ELLIPSES = ("...", "…")
 STOP_WORD_RES = {w: re.compile(rf"(?<![\w'’]){w}(?![\w'’])") for w in STOP_WORDS}
 HAS_LETTER = re.compile(r"[^\W\d_]").search
+HAS_ALNUM = re.compile(r"[^\W_]").search
 PARAGRAPH_RE = re.compile(r"\n{2,}")
 LINES_RE = re.compile(r"\n+")
 
@@ -26,15 +27,16 @@ LINES_RE = re.compile(r"\n+")
 def gopher_quality(text: str, toks: list[str], cfg) -> str | None:
     """Word count, mean word length, symbol/word ratios, bullet and ellipsis lines,
     alphabetic words and stop words (the Gopher quality rules). `toks` are the shared
-    tokens (fmforge.data.text.words): words, or single punctuation marks."""
+    tokens (fmforge.data.text.words): words, or runs of punctuation ("," "------"); the
+    word count and mean length are over words, the ratios over all tokens."""
     n_tokens = len(toks) or 1
-    n_punct = sum(1 for t in toks if len(t) == 1 and not t.isalnum() and t != "_") + toks.count("...")
-    n = len(toks) - n_punct
+    word_lens = [len(t) for t in toks if t.isalnum() or HAS_ALNUM(t)]
+    n = len(word_lens)
     if n < cfg.min_words:
         return "gopher_too_few_words"
     if n > cfg.max_words:
         return "gopher_too_many_words"
-    mean_len = (sum(map(len, toks)) - n_punct - 2 * toks.count("...")) / n
+    mean_len = sum(word_lens) / n
     if mean_len < cfg.min_mean_word_length:
         return "gopher_short_words"
     if mean_len > cfg.max_mean_word_length:
@@ -151,16 +153,13 @@ def c4_lines(text: str, cfg) -> tuple[str, str | None]:
     """C4's rules: drop lines without terminal punctuation, short lines, lines about
     javascript or cookie policies; drop documents with lorem ipsum or curly braces or too
     few sentences. Returns the cleaned text and the reason to drop it (or None)."""
-    low = text.lower()
-    if cfg.lorem_ipsum and "lorem ipsum" in low:
-        return text, "c4_lorem_ipsum"
-    if cfg.curly_bracket and "{" in text:
-        return text, "c4_curly_bracket"
     kept, sentences = [], 0
     for line in text.split("\n"):
         s = line.strip()
         if not s:
             kept.append(line)
+            continue
+        if any(len(w) > cfg.max_word_length for w in s.split()):
             continue
         if cfg.remove_citations:
             s = CITATION_RE.sub("", s)
@@ -169,11 +168,14 @@ def c4_lines(text: str, cfg) -> tuple[str, str | None]:
         if len(s.split()) < cfg.min_words_per_line:
             continue
         ls = s.lower()
+        # like C4's own code: lorem ipsum and "{" drop the page only on a line that was kept so far
+        if cfg.lorem_ipsum and "lorem ipsum" in ls:
+            return text, "c4_lorem_ipsum"
         if cfg.javascript and "javascript" in ls:
             continue
+        if cfg.curly_bracket and "{" in s:
+            return text, "c4_curly_bracket"
         if cfg.policy and any(p in ls for p in C4_POLICY):
-            continue
-        if any(len(w) > cfg.max_word_length for w in s.split()):
             continue
         sentences += s.count(". ") + s.count("? ") + s.count("! ") + 1
         kept.append(s if cfg.remove_citations else line)
