@@ -14,7 +14,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fmforge.config import RecipeError, load_recipe, recipe_to_yaml
+from fmforge.config import recipe_to_yaml
+from fmforge.errors import UserError
+from fmforge.options import RecipeOpt, SetOpt, recipe_from
 
 app = typer.Typer(
     help="fmforge: build your own language foundation model — collect, prepare, tokenize, "
@@ -31,16 +33,9 @@ app.add_typer(config_app, name="config")
 console = Console()
 err = Console(stderr=True)
 
-RecipeOpt = typer.Option(None, "--recipe", "-r", help="recipe YAML file or built-in name (default: demo)")
-SetOpt = typer.Option(None, "--set", "-s", help="override one field, e.g. --set train.max_steps=50 (repeatable)")
 
 
-class UserError(Exception):
-    """Bad input from the user: printed as one paragraph, exit code 2."""
-
-
-def _recipe(recipe: Optional[str], sets: Optional[List[str]]):
-    return load_recipe(recipe, sets or [])
+_recipe = recipe_from
 
 
 # ------------------------------------------------------------------ run / config
@@ -168,21 +163,16 @@ _mount_stage_apps()
 
 
 def main() -> None:
+    """User errors (fmforge.errors.UserError and its kinds) are one line and exit 2; an
+    interrupt exits 130; anything else is a bug and keeps its traceback."""
     try:
         app()
-    except (RecipeError, UserError, FileNotFoundError) as e:
+    except UserError as e:
         err.print(f"[bold red]error:[/bold red] {e}", markup=True, highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
-    except Exception as e:  # noqa: BLE001 — one clear paragraph for errors we name
-        from fmforge.train.trainer import TrainingDiverged
-
-        if isinstance(e, (TrainingDiverged, ValueError)):
-            err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
-            sys.exit(2)
-        raise
 
 
 if __name__ == "__main__":

@@ -16,7 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 
-class RecipeError(ValueError):
+from fmforge.errors import UserError
+
+
+class RecipeError(UserError):
     """A recipe that cannot be used; the message names the file and field."""
 
 

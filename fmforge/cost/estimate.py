@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from fmforge.errors import UserError
 from fmforge.config import ModelConfig, Recipe
 from fmforge.cost.memory import memory_report
 from fmforge.cost.published import mfu_prior
@@ -30,7 +31,7 @@ DEFAULT_GRID_KG_PER_KWH = 0.385
 PARAMS_ONLY_SEQ_LEN = 2048  # activation estimate when only a parameter count is known
 
 
-class CostError(ValueError):
+class CostError(UserError):
     """Input the estimator cannot use; the message is one line that names it."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from fmforge.data.documents import ShardWriter, make_doc
+from fmforge.errors import UserError
 from fmforge.data.readers import decode_file, is_hf_dataset, iter_file, iter_hf_dataset
 
 LANGUAGES = {".py": "python", ".md": "markdown", ".rst": "rst", ".txt": "text", ".c": "c", ".h": "c",
@@ -22,7 +23,7 @@ LANGUAGES = {".py": "python", ".md": "markdown", ".rst": "rst", ".txt": "text", 
              ".cpp": "cpp", ".sh": "shell", ".html": "html", ".json": "json", ".yaml": "yaml", ".toml": "toml"}
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Unreadable input in strict mode; the message says which file and line."""
 
 
