@@ -43,10 +43,13 @@ _recipe = recipe_from
 
 @app.command()
 def run(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt,
-        force: bool = typer.Option(False, "--force", help="redo every stage, even those up to date")):
+        force: bool = typer.Option(False, "--force", help="redo every stage, even those up to date"),
+        resume: bool = typer.Option(False, "--resume", help="when only the training budget changed, continue the "
+                                                            "run from its newest checkpoint instead of starting afresh")):
     """Run every stage of a recipe: collect, prepare, tokenizer, train, eval, sample.
 
-    Stages whose inputs and config are unchanged since the last run are skipped.
+    Stages whose inputs and settings are unchanged since the last run are skipped; an
+    interrupted stage resumes; a changed one starts afresh (docs/stages.md).
     Outputs go to runs/<recipe name>/ with report.json and report.md.
 
     Examples:
@@ -56,7 +59,7 @@ def run(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt,
     from fmforge.pipeline import Pipeline, report_rows
 
     r = _recipe(recipe, set_)
-    pipeline = Pipeline(r, force=force)
+    pipeline = Pipeline(r, force=force, resume=resume)
     report = pipeline.run_all()
     if not pipeline.is_main:  # under torchrun, rank 0 reports
         return
@@ -85,7 +88,9 @@ def config_show(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = S
 @app.command()
 def train(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt,
           out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default runs/<name>/train)"),
-          resume: bool = typer.Option(False, "--resume", help="continue from the newest complete checkpoint")):
+          resume: bool = typer.Option(False, "--resume", help="continue the run from its newest checkpoint, also when "
+                                                               "the budget was raised (an interrupted run of the same "
+                                                               "settings resumes without it)")):
     """Pretrain the recipe's model on its token shards (earlier stages run first if needed).
 
     Writes metrics.jsonl, checkpoints/ and model.safetensors to the output folder.
@@ -94,19 +99,21 @@ def train(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt,
       fmforge train --recipe recipes/demo.yaml --set train.max_steps=200
       fmforge train --recipe recipes/gpt2-124m.yaml --out runs/gpt2 --resume
     """
+    from fmforge.outputs import locked
     from fmforge.pipeline import Pipeline
-    from fmforge.train.trainer import train as run_train
 
     r = _recipe(recipe, set_)
-    p = Pipeline(r)
-    for stage in ("collect", "prepare", "tokenizer"):
-        getattr(p, stage)()
+    p = Pipeline(r, resume=resume)
     if out is None:
-        p.train(resume=resume)
+        p.run_stages(["collect", "prepare", "tokenizer", "train"])
+        return
+    p.run_stages(["collect", "prepare", "tokenizer"])
+    if p.is_main:
+        with locked(out):
+            res = p.train(out)
+        console.print_json(json.dumps(res.summary))
     else:
-        res = run_train(r, p.stage_dir("tokenizer") / "shards", out, resume=resume)
-        if p.is_main:
-            console.print_json(json.dumps(res.to_dict()))
+        p.train(out)
 
 
 @app.command("eval")
@@ -119,8 +126,7 @@ def eval_(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt)
 
     r = _recipe(recipe, set_)
     p = Pipeline(r)
-    for stage in ("collect", "prepare", "tokenizer", "train", "eval"):
-        getattr(p, stage)()
+    p.run_stages(["collect", "prepare", "tokenizer", "train", "eval"])
     console.print_json(json.dumps(p.runs[-1].summary))
 
 

@@ -273,6 +273,16 @@ class Recipe(Section):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     cost: CostConfig = Field(default_factory=CostConfig)
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:  # runs/<name>/ must stay inside runs/
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", v) or ".." in v:
+            raise ValueError(f"name must be a plain folder name (letters, digits, '.', '_', '-'; no '/' or '..'), "
+                             f"got {v!r}")
+        return v
+
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name

@@ -1,10 +1,24 @@
-"""Run the stages of a recipe in order, skipping those whose outputs are up to date.
+"""Run the stages of a recipe in order: the stage contract (docs/stages.md).
 
-Each stage writes its outputs to `runs/<name>/<stage>/` and, last, a `stage.json` with
-the hash of everything it depends on (its recipe sections, the hashes of the stages it
-reads, and a fingerprint of its raw inputs). A stage whose recorded hash matches is
-skipped; `force=True` redoes it. Since `stage.json` is written only after the outputs,
-a stage killed half-way is redone.
+Each stage writes to `runs/<name>/<stage>/`. What decides whether it runs again is
+declared here, once, per stage (`stage_settings`): the recipe fields that change its
+result, the hashes of the stages it reads and, for collect, a fingerprint of the raw
+inputs. Fields that change only how a stage runs (workers, logging, the sample's
+temperature for eval, ...) re-run nothing.
+
+- up to date (`stage.json` holds the same hash): skipped;
+- interrupted with the same settings (`started.json` holds the same hash): the folder is
+  kept and the stage resumes itself (prepare's tasks, encode's chunks, training's
+  checkpoints);
+- training whose identity is unchanged but whose budget changed, with `resume`: it
+  continues from its newest checkpoint to the new budget;
+- otherwise a fresh start that never mixes with the old outputs: a data or eval stage's
+  folder is removed, a training run's folder is moved aside to `train.old-<time>`, and
+  the user is told which and why (the fields that changed).
+
+`stage.json` is written last, so a stage killed half-way is never taken as done. The
+run folder is locked while a pipeline writes it (fmforge.outputs.locked). Under
+torchrun rank 0 takes every decision and broadcasts it, so all ranks agree.
 """
 from __future__ import annotations
 
@@ -14,14 +28,33 @@ import os
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from fmforge import __version__
 from fmforge.config import Recipe
+from fmforge.errors import DegenerateResult, UserError
+from fmforge.outputs import atomic_write_text, locked
 
 STAGES = ["collect", "prepare", "tokenizer", "train", "eval", "sample"]
+
+# Fields that change how a stage runs but not what it produces.
+NEUTRAL = {
+    "data": {"workers", "executor", "ray_address", "strict", "min_keep_fraction"},
+    "tokenizer": {"workers"},
+}
+COLLECT_FIELDS = ("sources", "include", "text_field")
+SPLIT_FIELDS = ("val_fraction", "split_seed")
+BUDGET = ("max_steps", "max_tokens", "time_budget_s")
+# train fields that change neither the run's identity nor its budget (fallback until
+# TrainConfig declares its own)
+TRAIN_NEUTRAL = ("device", "compile", "attention", "threads", "log_every", "checkpoint_every", "checkpoint_every_s",
+                 "keep_checkpoints", "eval_every", "eval_tokens", "max_bad_steps", "price_per_gpu_hour",
+                 "activation_checkpointing")
+EVAL_SCORING = ("max_docs", "max_bytes", "baselines")
+SAMPLE_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k")
 
 
 @dataclass
@@ -36,8 +69,25 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _flat(d, prefix: str = "") -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def changed_fields(old: dict, new: dict) -> list[str]:
+    """`field old → new` for every setting that differs between two stage records."""
+    a, b = _flat(old), _flat(new)
+    return [f"{k} {a.get(k)!r} → {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
 def source_fingerprint(sources: list[str], include: list[str]) -> list:
-    """Cheap fingerprint of raw inputs: path, size and mtime of every file (no reading)."""
+    """Cheap fingerprint of raw inputs: relative path, size and mtime of every file (no reading)."""
     from fmforge.data.collect import stdlib_root
 
     out = []
@@ -45,106 +95,212 @@ def source_fingerprint(sources: list[str], include: list[str]) -> list:
         root = stdlib_root() if s == "stdlib" else Path(s)
         if root.is_file():
             st = root.stat()
-            out.append([str(root), st.st_size, st.st_mtime_ns])
+            out.append([s, st.st_size, st.st_mtime_ns])
         elif root.is_dir():
             h = hashlib.sha256()
             for p in sorted(root.rglob("*")):
                 if p.is_file() and "site-packages" not in p.parts:
                     st = p.stat()
-                    h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
-            out.append([str(root), h.hexdigest()])
+                    rel = p.relative_to(root)
+                    h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+            out.append([s, h.hexdigest()])
         else:
             out.append([s, "missing"])
     return out
 
 
+def stage_settings(recipe: Recipe, name: str) -> dict:
+    """The recipe fields that change stage `name`'s result (the stage contract)."""
+    dump = recipe.model_dump(mode="json")
+    data, tok, train, ev = dump["data"], dump["tokenizer"], dump["train"], dump["eval"]
+    if name == "collect":
+        return {"data": {k: data[k] for k in COLLECT_FIELDS}}
+    if name == "prepare":
+        skip = NEUTRAL["data"] | set(COLLECT_FIELDS) | set(SPLIT_FIELDS)
+        return {"data": {k: v for k, v in data.items() if k not in skip}}
+    if name == "tokenizer":
+        return {"tokenizer": {k: v for k, v in tok.items() if k not in NEUTRAL["tokenizer"]},
+                "data": {k: data[k] for k in SPLIT_FIELDS}}
+    if name == "train":
+        return {**train_identity(recipe), "budget": train_budget(recipe)}
+    if name == "eval":
+        return {"eval": {k: ev[k] for k in EVAL_SCORING}, "train": {"price_per_gpu_hour": train["price_per_gpu_hour"]}}
+    if name == "sample":
+        return {"eval": {k: ev[k] for k in SAMPLE_FIELDS}}
+    raise KeyError(name)
+
+
+def train_budget(recipe: Recipe) -> dict:
+    budget = getattr(type(recipe.train), "BUDGET_FIELDS", BUDGET)
+    return {k: getattr(recipe.train, k) for k in budget}
+
+
+def train_identity(recipe: Recipe) -> dict:
+    """What makes a training run the same run: model and optimizer settings, not its budget."""
+    cls = type(recipe.train)
+    skip = set(getattr(cls, "BUDGET_FIELDS", BUDGET)) | set(getattr(cls, "NEUTRAL_FIELDS", TRAIN_NEUTRAL))
+    dump = recipe.model_dump(mode="json")
+    return {"model": dump["model"], "train": {k: v for k, v in dump["train"].items() if k not in skip}}
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
 class Pipeline:
-    def __init__(self, recipe: Recipe, force: bool = False, verbose: bool = True):
-        self.recipe, self.force, self.verbose = recipe, force, verbose
+    def __init__(self, recipe: Recipe, force: bool = False, verbose: bool = True, resume: bool = False):
+        self.recipe, self.force, self.verbose, self.resume = recipe, force, verbose, resume
         self.dir = recipe.run_dir
         self.hashes: dict[str, str] = {}
         self.runs: list[StageRun] = []
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.is_main = int(os.environ.get("RANK", "0")) == 0
+        self._control = None  # a gloo group for the ranks' decisions (torchrun)
 
     def stage_dir(self, name: str) -> Path:
         return self.dir / name
 
-    def _deps(self, name: str) -> dict:
-        r = self.recipe
-        deps = {
-            "collect": lambda: {"data": {k: v for k, v in r.section_hash("data")["data"].items()
-                                         if k in ("sources", "include", "text_field")},
-                                "inputs": source_fingerprint(r.data.sources, r.data.include)},
-            "prepare": lambda: {"collect": self.hashes["collect"], **r.section_hash("data")},
-            "tokenizer": lambda: {"prepare": self.hashes["prepare"], **r.section_hash("tokenizer"),
-                                  "split": [r.data.val_fraction, r.data.split_seed]},
-            "train": lambda: {"tokenizer": self.hashes["tokenizer"], **r.section_hash("model", "train")},
-            "eval": lambda: {"train": self.hashes["train"], **r.section_hash("eval")},
-            "sample": lambda: {"train": self.hashes["train"], **r.section_hash("eval")},
-        }[name]()
-        return {"fmforge": __version__, "stage": name, **deps}
+    def deps(self, name: str) -> dict:
+        """Everything stage `name` depends on: its settings and the stages it reads."""
+        upstream = {"collect": [], "prepare": ["collect"], "tokenizer": ["prepare"], "train": ["tokenizer"],
+                    "eval": ["train"], "sample": ["train"]}[name]
+        deps = {"fmforge": __version__, "stage": name, **stage_settings(self.recipe, name),
+                "upstream": {u: self._hash_of(u) for u in upstream}}
+        if name == "collect":
+            deps["inputs"] = source_fingerprint(self.recipe.data.sources, self.recipe.data.include)
+        return deps
+
+    def _hash_of(self, name: str) -> str:
+        if name not in self.hashes:
+            self.hashes[name] = _hash(self.deps(name))
+        return self.hashes[name]
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run folder's lock (rank 0 only: the other ranks are the same job)."""
+        if not self.is_main:
+            yield
+            return
+        with locked(self.dir):
+            yield
+
+    def _record(self, name: str, file: str) -> dict:
+        try:
+            return json.loads((self.stage_dir(name) / file).read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
 
     def up_to_date(self, name: str) -> bool:
-        marker = self.stage_dir(name) / "stage.json"
-        if not marker.exists():
-            return False
-        try:
-            return json.loads(marker.read_text()).get("hash") == self.hashes[name]
-        except (json.JSONDecodeError, OSError):
-            return False
+        return self._record(name, "stage.json").get("hash") == self._hash_of(name)
 
-    def run_stage(self, name: str, fn: Callable[[Path], dict]) -> StageRun:
-        self.hashes[name] = _hash(self._deps(name))
+    # ---------------------------------------------------------- deciding
+
+    def _decide(self, name: str) -> str:
+        """skip | resume | continue | fresh (rank 0), after making the folder ready for it."""
         out = self.stage_dir(name)
-        marker = out / "stage.json"
-        if not self.is_main:  # under torchrun: rank 0 runs the stages, the others train with it
-            return self._follow(name, fn)
+        h = self._hash_of(name)
         if not self.force and self.up_to_date(name):
-            summary = json.loads(marker.read_text())["summary"]
-            run = StageRun(name, True, 0.0, summary)
-            self._say(f"[{name}] up to date, skipped")
-        else:
-            if marker.exists():
-                marker.unlink()
-            # An interrupted train stage of the same inputs keeps its checkpoints to resume
-            # from; any other stage, or another recipe, starts from an empty folder.
-            started = out / "started.json"
-            same = started.exists() and json.loads(started.read_text()).get("hash") == self.hashes[name]
-            if out.exists() and not (name == "train" and same and not self.force):
+            return "skip"
+        started, done = self._record(name, "started.json"), self._record(name, "stage.json")
+        prior = started or done
+        if out.exists() and not prior and any(out.iterdir()):
+            raise UserError(f"{out} holds files fmforge did not write: move them away, or give the recipe "
+                            "another name (recipe field `name`) or out_dir")
+        if out.exists() and prior and not self.force:
+            if prior.get("hash") == h:
+                (out / "stage.json").unlink(missing_ok=True)
+                self._say(f"[{name}] resuming the interrupted run in {out}")
+                return "resume"
+            old_deps = prior.get("deps") or {}
+            if name == "train" and self.resume and old_deps:
+                same = {k: v for k, v in old_deps.items() if k != "budget"} == \
+                       {k: v for k, v in self.deps(name).items() if k != "budget"}
+                if same:
+                    (out / "stage.json").unlink(missing_ok=True)
+                    self._write_started(name)
+                    self._say(f"[{name}] continuing the run in {out} with a new budget: "
+                              + "; ".join(changed_fields(old_deps.get("budget", {}), train_budget(self.recipe))))
+                    return "continue"
+        if out.exists() and prior:
+            why = "--force" if self.force else "; ".join(changed_fields(prior.get("deps") or {}, self.deps(name))[:6]) \
+                or "settings changed"
+            if name == "train":
+                aside = out.with_name(f"train.old-{_stamp()}")
+                n = 1
+                while aside.exists():
+                    aside, n = out.with_name(f"train.old-{_stamp()}-{n}"), n + 1
+                os.replace(out, aside)
+                hint = "" if self.resume or self.force else " (pass --resume to continue it when only the budget changed)"
+                self._say(f"[{name}] starting afresh ({why}); the previous run was moved to {aside}{hint}")
+            else:
                 shutil.rmtree(out)
-            out.mkdir(parents=True, exist_ok=True)
-            started.write_text(json.dumps({"hash": self.hashes[name]}))
+                self._say(f"[{name}] starting afresh ({why}); its previous outputs in {out} were removed")
+        out.mkdir(parents=True, exist_ok=True)
+        self._write_started(name)
+        return "fresh"
+
+    def _write_started(self, name: str) -> None:
+        atomic_write_text(self.stage_dir(name) / "started.json",
+                          json.dumps({"hash": self._hash_of(name), "deps": self.deps(name)}, indent=1, default=str))
+
+    def _agree(self, decision: str | None) -> str:
+        """Under torchrun: every rank gets rank 0's decision."""
+        if self.world <= 1:
+            return decision
+        import torch.distributed as dist
+
+        if self._control is None:
+            from datetime import timedelta
+
+            from fmforge.train.parallelize import setup
+
+            setup(self.recipe.train)  # the process group, on the device training will use
+            self._control = dist.new_group(backend="gloo", timeout=timedelta(days=1))
+        box = [decision]
+        dist.broadcast_object_list(box, src=0, group=self._control)
+        return box[0]
+
+    def _barrier(self) -> None:
+        if self.world > 1 and self._control is not None:
+            import torch.distributed as dist
+
+            dist.barrier(group=self._control)
+
+    # ---------------------------------------------------------- running
+
+    def run_stage(self, name: str, fn: Callable[[Path, str], dict]) -> StageRun:
+        out = self.stage_dir(name)
+        decision = self._agree(self._decide(name) if self.is_main else None)
+        if decision == "skip":
+            run = StageRun(name, True, 0.0, self._record(name, "stage.json").get("summary", {}))
+            self._say(f"[{name}] up to date, skipped")
+        elif not self.is_main and name != "train":
+            # the other ranks wait for rank 0's data stages and leave evaluation to it
+            if name in ("eval", "sample"):
+                run = StageRun(name, True, 0.0, {})
+            else:
+                self._barrier()
+                run = StageRun(name, True, 0.0, self._record(name, "stage.json").get("summary", {}))
+            self.runs.append(run)
+            return run
+        else:
             self._say(f"[{name}] running")
             t0 = time.perf_counter()
-            summary = fn(out)
+            summary = fn(out, decision)
             secs = time.perf_counter() - t0
-            record = {"hash": self.hashes[name], "seconds": secs, "summary": summary,
-                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            tmp = out / ".stage.json.tmp"
-            tmp.write_text(json.dumps(record, indent=2, default=str))
-            os.replace(tmp, marker)
+            if self.is_main:
+                record = {"hash": self._hash_of(name), "deps": self.deps(name), "seconds": secs, "summary": summary,
+                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                atomic_write_text(out / "stage.json", json.dumps(record, indent=2, default=str))
             run = StageRun(name, False, secs, summary)
             self._say(f"[{name}] done in {secs:.1f}s")
+        if name in ("collect", "prepare", "tokenizer"):
+            self._barrier()
         self.runs.append(run)
         return run
 
-    def _follow(self, name: str, fn: Callable[[Path], dict]) -> StageRun:
-        """A rank other than 0: take part in training, wait for rank 0's data stages,
-        leave evaluation to rank 0."""
-        if name == "train":
-            return StageRun(name, False, 0.0, fn(self.stage_dir(name)))
-        if name in ("eval", "sample"):
-            return StageRun(name, True, 0.0, {})
-        deadline = time.time() + 24 * 3600
-        while not self.up_to_date(name):
-            if time.time() > deadline:
-                raise TimeoutError(f"rank {os.environ.get('RANK')}: waited a day for rank 0's {name} stage")
-            time.sleep(2)
-        summary = json.loads((self.stage_dir(name) / "stage.json").read_text())["summary"]
-        return StageRun(name, True, 0.0, summary)
-
     def _say(self, text: str) -> None:
-        if self.verbose:
+        if self.verbose and self.is_main:
             print(text, file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------- the stages
@@ -152,7 +308,7 @@ class Pipeline:
     def collect(self) -> StageRun:
         from fmforge.data.collect import collect
 
-        def fn(out: Path) -> dict:
+        def fn(out: Path, decision: str) -> dict:
             d = self.recipe.data
             s = collect(d.sources, d.include, out, text_field=d.text_field, strict=d.strict)
             return {"docs": s.docs, "bytes": s.bytes, "skipped": s.skipped}
@@ -163,12 +319,12 @@ class Pipeline:
         from fmforge.data.datacard import summary
         from fmforge.data.prepare import prepare
 
-        def fn(out: Path) -> dict:  # the data card summary (full card: prepare/datacard.md)
+        def fn(out: Path, decision: str) -> dict:  # the data card summary (full card: prepare/datacard.md)
             s = summary(prepare(self.stage_dir("collect"), out, self.recipe.data))
             if not s["docs_out"]:
                 reasons = ", ".join(f"{k}: {v}" for k, v in sorted(s["removed"].items(), key=lambda kv: -kv[1]))
-                raise ValueError(f"prepare kept none of the {s['docs_in']} collected documents ({reasons or 'none collected'}); "
-                                 f"see {out / 'datacard.md'} for examples of each reason")
+                raise DegenerateResult(f"prepare kept none of the {s['docs_in']} collected documents "
+                                       f"({reasons or 'none collected'}); see {out / 'datacard.md'} for examples")
             return s
 
         return self.run_stage("prepare", fn)
@@ -180,10 +336,12 @@ class Pipeline:
 
         r = self.recipe
 
-        def fn(out: Path) -> dict:
+        def fn(out: Path, decision: str) -> dict:
             docs = self.stage_dir("prepare")
             t0 = time.perf_counter()
-            if r.tokenizer.path:
+            if decision == "resume" and (out / "tokenizer.json").exists():
+                tok = load(out)  # trained before the interruption (written atomically); encode resumes
+            elif r.tokenizer.path:
                 tok = load(Path(r.tokenizer.path))
                 save(tok, out)
             else:  # train on training documents only: validation text stays unseen
@@ -199,29 +357,42 @@ class Pipeline:
 
         return self.run_stage("tokenizer", fn)
 
-    def train(self, resume: bool = True) -> StageRun:
+    def train(self, out: Path | None = None) -> StageRun:
+        """The train stage; `out` (fmforge train --out) trains into a folder of the user's
+        instead, outside the stage contract (resume there only with --resume)."""
         from fmforge.train.trainer import train
 
-        def fn(out: Path) -> dict:
-            res = train(self.recipe, self.stage_dir("tokenizer") / "shards", out, resume=resume, verbose=self.verbose)
+        def fn(folder: Path, decision: str) -> dict:
+            res = train(self.recipe, self.stage_dir("tokenizer") / "shards", folder,
+                        resume=decision in ("resume", "continue"), verbose=self.verbose)
             return res.to_dict()
 
+        if out is not None:
+            run = StageRun("train", False, 0.0, fn(Path(out), "continue" if self.resume else "fresh"))
+            self.runs.append(run)
+            return run
         return self.run_stage("train", fn)
 
     def eval(self) -> StageRun:
         from fmforge.eval.run import evaluate_run
 
-        return self.run_stage("eval", lambda out: evaluate_run(self.recipe, self.dir, out))
+        return self.run_stage("eval", lambda out, decision: evaluate_run(self.recipe, self.dir, out))
 
     def sample(self) -> StageRun:
         from fmforge.eval.run import sample_run
 
-        return self.run_stage("sample", lambda out: sample_run(self.recipe, self.dir, out))
+        return self.run_stage("sample", lambda out, decision: sample_run(self.recipe, self.dir, out))
+
+    def run_stages(self, names: list[str]) -> list[StageRun]:
+        """Run `names` in order, holding the run folder's lock."""
+        with self.lock():
+            for name in names:
+                getattr(self, name)()
+        return self.runs
 
     def run_all(self) -> dict:
         t0 = time.perf_counter()
-        for name in STAGES:
-            getattr(self, name)()
+        self.run_stages(STAGES)
         report = build_report(self.recipe, self.runs, time.perf_counter() - t0)
         if self.is_main:
             write_report(report, self.dir)
@@ -264,10 +435,8 @@ def build_report(recipe: Recipe, runs: list[StageRun], seconds: float) -> dict:
 
 def write_report(report: dict, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2, default=str))
-    os.replace(tmp, run_dir / "report.json")
-    (run_dir / "report.md").write_text(report_markdown(report))
+    atomic_write_text(run_dir / "report.json", json.dumps(report, indent=2, default=str))
+    atomic_write_text(run_dir / "report.md", report_markdown(report))
 
 
 def _f(x, fmt="{:.4f}") -> str:
