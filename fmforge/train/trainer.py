@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -250,7 +251,7 @@ def train(recipe: Recipe, tokens_dir: Path, out_dir: Path, resume: bool = False,
                 saved = save_checkpoint()
                 if tb is not None:
                     tb.close()
-                err = TrainingInterrupted(stop.signum or 15, saved)
+                err = TrainingInterrupted(stop.signum or signal.SIGTERM, saved)
                 if rt.is_main:
                     print(f"\nstep {step}: {err}", file=sys.stderr, flush=True)
                 raise err
@@ -296,7 +297,11 @@ def train(recipe: Recipe, tokens_dir: Path, out_dir: Path, resume: bool = False,
             step += 1
             tokens_seen += tokens_per_step
             elapsed += dt
-            plan.observe(step, elapsed)
+            if plan.measured is None:
+                plan.observe(step, elapsed)
+                if plan.measured is not None and verbose and rt.is_main:
+                    print(f"\ntime budget {cfg.time_budget_s:g} s at {plan.measured['sec_per_step']:.3g} s/step "
+                          f"(measured): {plan.horizon()} steps planned", file=sys.stderr)
             tps = tokens_per_step / dt
             mfu = tps * fpt / peak if peak else None
             if mfu is not None and step > 3:
