@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -186,6 +186,17 @@ class ModelConfig(Section):
 
 
 class TrainConfig(Section):
+    # A run's identity is every field not listed below (plus the model, tokenizer and token
+    # shards; fmforge.train.identity). The budget says how far to take the run: raising it
+    # and resuming continues the same run. Neutral fields change how the run is carried
+    # out or watched, not what it computes (device, kernels and compilation change float
+    # rounding at most), so changing them neither restarts nor blocks a resume.
+    BUDGET_FIELDS: ClassVar[tuple[str, ...]] = ("max_steps", "max_tokens", "time_budget_s")
+    NEUTRAL_FIELDS: ClassVar[tuple[str, ...]] = (
+        "device", "compile", "attention", "activation_checkpointing", "threads", "log_every",
+        "checkpoint_every", "checkpoint_every_s", "keep_checkpoints", "eval_every", "eval_tokens",
+        "max_bad_steps", "price_per_gpu_hour")
+
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     compile: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA, off for CPU
@@ -198,12 +209,16 @@ class TrainConfig(Section):
     global_batch_tokens: Optional[int] = Field(None, ge=1)  # None: one micro-batch per step
     max_steps: Optional[int] = Field(None, ge=1)
     max_tokens: Optional[int] = Field(None, ge=1)
-    time_budget_s: Optional[float] = Field(None, gt=0)  # stop training after this many seconds
+    # Seconds of training steps. Turned into a step count (the plan) from the throughput
+    # measured early in the run; the schedule and the stop follow that plan, so a resumed
+    # timed run repeats an uninterrupted one exactly. With max_steps/max_tokens: the first reached.
+    time_budget_s: Optional[float] = Field(None, gt=0)
     optimizer: Literal["adamw", "muon"] = "adamw"
     lr: float = Field(3e-3, gt=0)
     muon_lr: float = Field(0.02, gt=0)  # optimizer=muon: the rate of the blocks' matrices
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     warmup_steps: int = Field(50, ge=0)
+    max_warmup_fraction: float = Field(0.25, ge=0, le=1)  # warm-up lasts at most this share of the planned steps
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
     decay_fraction: float = Field(0.2, gt=0, le=1)  # wsd: final fraction spent decaying
     weight_decay: float = Field(0.1, ge=0)
@@ -215,7 +230,8 @@ class TrainConfig(Section):
     # fastest fused attention; PyTorch's own order (flash first) elsewhere.
     attention: Literal["auto", "cudnn", "flash", "torch"] = "auto"
     seed: int = 1337
-    checkpoint_every: int = Field(0, ge=0)  # 0: only at the end
+    checkpoint_every: int = Field(0, ge=0)  # steps; 0: by time and at the end only
+    checkpoint_every_s: float = Field(600, ge=0)  # wall-clock seconds between checkpoints; 0: off
     keep_checkpoints: int = Field(2, ge=1)
     eval_every: int = Field(0, ge=0)  # 0: only at the end
     eval_tokens: int = Field(65_536, ge=1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from fmforge.errors import DegenerateResult
 from fmforge.tokenizer.shards import Shard
 
 
@@ -23,7 +24,9 @@ class TokenLoader:
         self.n_windows = int(counts.sum())
         if self.n_windows == 0:
             total = sum(int(s.n_tokens) for s in shards)
-            raise ValueError(f"training data has {total} tokens, fewer than one sequence of {seq_len + 1}")
+            raise DegenerateResult(
+                f"training data has {total} tokens, fewer than one sequence of model.context_length + 1 = "
+                f"{seq_len}+1 tokens: add data or lower model.context_length")
         self.starts = np.concatenate([[0], np.cumsum(counts)])
         self.position = 0  # windows handed out so far, over all ranks
         self._epoch, self._order = -1, None

@@ -27,12 +27,22 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device_type: str) 
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused)
 
 
-def lr_at(progress: float, step: int, cfg: TrainConfig) -> float:
-    """Learning rate for a step; `progress` in [0, 1] is how much of the budget is used."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+def warmup_length(cfg: TrainConfig, horizon: int | None) -> float:
+    """warmup_steps, at most max_warmup_fraction of the planned steps (once they are known),
+    so a short run leaves warm-up too."""
+    if horizon is None:
+        return cfg.warmup_steps
+    return min(cfg.warmup_steps, cfg.max_warmup_fraction * horizon)
+
+
+def lr_at(step: int, horizon: int | None, cfg: TrainConfig) -> float:
+    """Learning rate for step `step` (0-based) of a run planned to take `horizon` steps
+    (None while a timed run still measures its speed: the schedule has not moved yet)."""
+    warmup = warmup_length(cfg, horizon)
+    if warmup and step < warmup:
+        return cfg.lr * min(1.0, (step + 1) / warmup)
     floor = cfg.lr * cfg.min_lr_ratio
-    p = min(max(progress, 0.0), 1.0)
+    p = min(max(step / horizon, 0.0), 1.0) if horizon else 0.0
     if cfg.schedule == "constant":
         return cfg.lr
     if cfg.schedule == "wsd":

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from fmforge.config import TrainConfig
+from fmforge.errors import UserError
 
 
 @dataclass
@@ -43,7 +44,8 @@ def setup(cfg: TrainConfig) -> Runtime:
         want = "cuda" if torch.cuda.is_available() else "cpu"
     if want.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device asks for cuda but no CUDA device is visible")
+            raise UserError(f"train.device is {cfg.device!r} but no CUDA device is visible: "
+                            "set train.device=cpu or auto")
         device = torch.device(f"cuda:{local}" if world > 1 or want == "cuda" else want)
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -3,7 +3,9 @@
 Outputs in the run's train folder:
   metrics.jsonl       one JSON object per optimizer step (step, loss, lr, grad_norm,
                       tokens_per_s, mfu, elapsed_s, usd), plus {"eval": ...} lines
-  checkpoints/        step-NNNNNNNN/state.pt, written atomically, newest K kept
+  checkpoints/        step-NNNNNNNN/state.pt, written atomically, newest K kept: every
+                      checkpoint_every steps, every checkpoint_every_s seconds, on
+                      SIGINT/SIGTERM (then TrainingInterrupted) and at the end
   model.safetensors   final weights, with model.json (the model config)
   summary.json        what the run did
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -21,20 +24,55 @@ import torch
 
 from fmforge import hardware
 from fmforge.config import ModelConfig, Recipe
+from fmforge.errors import UserError
 from fmforge.eval.heldout import iter_docs, score_docs
 from fmforge.model.flops import count_params, flops_per_token
 from fmforge.model.transformer import Transformer
 from fmforge.model.weights import save_model
 from fmforge.tokenizer.shards import Shard, open_split
 from fmforge.train import checkpoint
+from fmforge.train.identity import budget, differences, run_identity, tokens_fingerprint
 from fmforge.train.loader import TokenLoader
 from fmforge.train.optim import build_optimizer, lr_at, set_lr
+from fmforge.train.plan import Plan
+from fmforge.train.signals import TrainingInterrupted, stop_on_signals
 from fmforge.train.parallelize import (all_reduce_mean, full_state_dicts, load_full_state_dicts, parallelize, setup,
                                        teardown)
 
 
-class TrainingDiverged(RuntimeError):
-    """Too many consecutive steps with a non-finite loss or gradient."""
+class TrainingDiverged(UserError):
+    """Too many consecutive steps with a non-finite loss or gradient (the message names the fix)."""
+
+RUN_FILES = ("metrics.jsonl", "summary.json", "model.safetensors")
+
+
+def _refuse_existing_run(out_dir: Path) -> None:
+    """A fresh run never overwrites another one's metrics, checkpoints or weights."""
+    found = [n for n in RUN_FILES if (out_dir / n).exists()]
+    if checkpoint.complete(out_dir / "checkpoints"):
+        found.append("checkpoints/")
+    if found:
+        raise UserError(f"{out_dir} already holds a training run ({', '.join(found)}): pass --resume to "
+                        "continue it, or choose another --out")
+
+
+def _check_identity(last: Path, state: dict, identity: dict, mcfg: ModelConfig) -> None:
+    stored = state.get("identity")
+    diffs = differences(stored, identity) if stored is not None else []
+    if not diffs and state["model_config"] != mcfg.model_dump(mode="json"):
+        diffs = [f"the model's shape (was {state['model_config']})"]
+    if diffs:
+        raise UserError(f"cannot resume from {last}: the run differs in {'; '.join(diffs)}. Set them back, or "
+                        "train into another --out without --resume (only the budget, train.max_steps / "
+                        "max_tokens / time_budget_s, may change on a resume)")
+
+
+def _agree(flags: list[bool], rt) -> list[bool]:
+    """With several ranks: true on every rank when true on any (a checkpoint is collective)."""
+    if rt.world == 1:
+        return flags
+    t = all_reduce_mean(torch.tensor([float(f) for f in flags], device=rt.device), rt)
+    return [bool(v > 0) for v in t.tolist()]
 
 
 @dataclass
@@ -96,6 +134,8 @@ def _fmt_time(s: float) -> str:
 def train(recipe: Recipe, tokens_dir: Path, out_dir: Path, resume: bool = False, verbose: bool = True) -> TrainResult:
     cfg = recipe.train
     out_dir = Path(out_dir)
+    if not resume:
+        _refuse_existing_run(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rt = setup(cfg)
     torch.manual_seed(cfg.seed)
@@ -105,7 +145,8 @@ def train(recipe: Recipe, tokens_dir: Path, out_dir: Path, resume: bool = False,
     vocab = train_shards[0].vocab_size
     mcfg = model_config_for(recipe, vocab)
     if mcfg.vocab_size < vocab:
-        raise ValueError(f"model.vocab_size {mcfg.vocab_size} is smaller than the tokenizer's {vocab}")
+        raise UserError(f"model.vocab_size {mcfg.vocab_size} is smaller than the tokenizer's {vocab}: "
+                        "raise it or leave it unset")
     seq = mcfg.context_length
     loader = TokenLoader(train_shards, seq, cfg.micro_batch, cfg.seed, rt.rank, rt.world)
     tokens_per_micro = cfg.micro_batch * seq * rt.world
@@ -143,12 +184,13 @@ def train(recipe: Recipe, tokens_dir: Path, out_dir: Path, resume: bool = False,
     ckpt_dir = out_dir / "checkpoints"
     step, tokens_seen, elapsed, skipped = 0, 0, 0.0, 0
     metrics_path = out_dir / "metrics.jsonl"
+    identity = run_identity(recipe, tokens_fingerprint(tokens_dir))
     last = checkpoint.latest(ckpt_dir) if resume else None
+    measured = None
     if last is not None:
         state = checkpoint.load(last)
-        if state["model_config"] != mcfg.model_dump(mode="json"):
-            raise ValueError(f"cannot resume from {last}: it holds a model of another shape "
-                             f"({state['model_config']}); use another --out or start without --resume")
+        _check_identity(last, state, identity, mcfg)
+        measured = state.get("plan")
         load_full_state_dicts(model, opt, state["model"], state["optimizer"], rt)
         loader.load_state_dict(state["loader"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -159,32 +201,33 @@ def train(recipe: Recipe, tokens_dir: Path, out_dir: Path, resume: bool = False,
             _truncate_metrics(metrics_path, step)
         if verbose and rt.is_main:
             print(f"resumed from {last} (step {step}, {tokens_seen:,} tokens)", file=sys.stderr)
-    elif rt.is_main and metrics_path.exists():
+    elif rt.is_main and metrics_path.exists():  # --resume with no checkpoint yet: a fresh start
         metrics_path.unlink()
+    plan = Plan(cfg, tokens_per_step, step, rt.compile, measured)
+    if last is not None and (plan.horizon() or step) < step:
+        raise UserError(f"cannot resume from {last}: it is at step {step}, past this recipe's budget of "
+                        f"{plan.horizon()} steps; raise train.max_steps / max_tokens / time_budget_s")
+    fake_dt = float(os.environ.get("FMFORGE_STEP_SECONDS", 0))  # tests: a clock on which each step takes this
+    last_save = time.monotonic()
 
-    def save_checkpoint() -> None:
+    def save_checkpoint() -> Path | None:
+        nonlocal last_save
+        last_save = time.monotonic()
         model_sd, opt_sd = full_state_dicts(model, opt, rt)  # a collective with several ranks
         if not rt.is_main:
-            return
+            return None
         state = {
             "model": model_sd, "optimizer": opt_sd, "loader": loader.state_dict(),
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state(rt.device) if rt.device.type == "cuda" else None},
             "step": step, "tokens": tokens_seen, "elapsed": elapsed, "skipped": skipped,
             "recipe": recipe.model_dump(mode="json"), "model_config": mcfg.model_dump(mode="json"),
-            "tokens_dir": str(tokens_dir),
+            "tokens_dir": str(tokens_dir), "identity": identity, "budget": budget(recipe), "plan": plan.measured,
         }
-        checkpoint.save(ckpt_dir, step, state, cfg.keep_checkpoints)
+        return checkpoint.save(ckpt_dir, step, state, cfg.keep_checkpoints)
 
-    def progress() -> float:
-        parts = [0.0]
-        if cfg.max_steps:
-            parts.append(step / cfg.max_steps)
-        if cfg.max_tokens:
-            parts.append(tokens_seen / cfg.max_tokens)
-        if cfg.time_budget_s:
-            parts.append(elapsed / cfg.time_budget_s)
-        return max(parts)
+    def done() -> bool:
+        return plan.done(step, tokens_seen, elapsed)
 
     def evaluate() -> dict:
         model.eval()
@@ -199,10 +242,23 @@ def train(recipe: Recipe, tokens_dir: Path, out_dir: Path, resume: bool = False,
     model.train()
     bad_in_row, loss_val, val = 0, float("nan"), None
     mfu_seen: list[float] = []
-    with open(metrics_path, "a") as metrics:
-        while progress() < 1.0:
+    with stop_on_signals() as stop, open(metrics_path, "a") as metrics:
+        while not done():
+            stop_now, save_now = _agree(
+                [stop.signum != 0, bool(cfg.checkpoint_every_s) and time.monotonic() - last_save >= cfg.checkpoint_every_s],
+                rt)
+            if stop_now:
+                saved = save_checkpoint()
+                if tb is not None:
+                    tb.close()
+                err = TrainingInterrupted(stop.signum or signal.SIGTERM, saved)
+                if rt.is_main:
+                    print(f"\nstep {step}: {err}", file=sys.stderr, flush=True)
+                raise err
+            if save_now and step:
+                save_checkpoint()
             t0 = time.perf_counter()
-            lr = lr_at(progress(), step, cfg)
+            lr = lr_at(step, plan.horizon(), cfg)
             set_lr(opt, lr)
             total = torch.zeros((), device=rt.device)
             for _ in range(accum):
@@ -237,10 +293,15 @@ def train(recipe: Recipe, tokens_dir: Path, out_dir: Path, resume: bool = False,
             opt.zero_grad(set_to_none=True)
             if rt.device.type == "cuda":
                 torch.cuda.synchronize(rt.device)
-            dt = time.perf_counter() - t0
+            dt = fake_dt or time.perf_counter() - t0
             step += 1
             tokens_seen += tokens_per_step
             elapsed += dt
+            if plan.measured is None:
+                plan.observe(step, elapsed)
+                if plan.measured is not None and verbose and rt.is_main:
+                    print(f"\ntime budget {cfg.time_budget_s:g} s at {plan.measured['sec_per_step']:.3g} s/step "
+                          f"(measured): {plan.horizon()} steps planned", file=sys.stderr)
             tps = tokens_per_step / dt
             mfu = tps * fpt / peak if peak else None
             if mfu is not None and step > 3:
@@ -249,14 +310,14 @@ def train(recipe: Recipe, tokens_dir: Path, out_dir: Path, resume: bool = False,
                 rec = {"step": step, "loss": loss_val, "lr": lr, "grad_norm": gn, "tokens": tokens_seen,
                        "tokens_per_s": tps, "mfu": mfu, "elapsed_s": elapsed, "epoch": loader.epoch,
                        "usd": elapsed / 3600 * price * rt.world}
-                if step % cfg.log_every == 0 or progress() >= 1.0:
+                if step % cfg.log_every == 0 or done():
                     metrics.write(json.dumps(rec) + "\n")
                     metrics.flush()
                     if tb is not None:
                         for k in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu"):
                             if rec[k] is not None:
                                 tb.add_scalar(f"train/{k}", rec[k], step)
-                p = progress()
+                p = plan.progress(step, tokens_seen, elapsed)
                 eta = elapsed / p - elapsed if p > 0 else 0
                 log.update(f"step {step} | loss {loss_val:.4f} | lr {lr:.2e} | {tps:,.0f} tok/s"
                            + (f" | MFU {mfu:.1%}" if mfu else "") + f" | {p:.0%} | ETA {_fmt_time(eta)}")
