@@ -169,10 +169,15 @@ _mount_stage_apps()
 
 
 def main() -> None:
-    """User errors (fmforge.errors.UserError and its kinds) are one line and exit 2; an
+    """User errors (fmforge.errors.UserError and its kinds) are one line and exit 2;
+    training stopped by SIGINT/SIGTERM exits 130/143 after saving a checkpoint; another
     interrupt exits 130; anything else is a bug and keeps its traceback."""
+    from fmforge.train.signals import TrainingInterrupted
+
     try:
         app()
+    except TrainingInterrupted as e:  # the trainer said where its checkpoint is
+        sys.exit(e.exit_code)
     except UserError as e:
         err.print(f"[bold red]error:[/bold red] {e}", markup=True, highlight=False)
         sys.exit(2)

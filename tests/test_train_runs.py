@@ -199,7 +199,7 @@ def test_ctrl_c_in_fmforge_train_saves_says_where_and_resumes(tmp_path, corpus_d
         time.sleep(0.05)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
-    assert p.returncode != 0
+    assert p.returncode == 130 and "Traceback" not in err  # 128 + SIGINT, after the checkpoint
     last = checkpoint.latest(out / "checkpoints")
     assert last is not None and str(last) in err
     step = checkpoint.load(last)["step"]
