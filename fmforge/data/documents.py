@@ -129,13 +129,18 @@ def complete(table: pa.Table | pa.RecordBatch, path: Path, first_row: int, colum
                                     for r, m in zip(rows, recs)], pa.string()))
         else:
             raise KeyError(c)
-    return pa.Table.from_arrays(arrays, names=list(columns))
+    make = pa.RecordBatch.from_arrays if isinstance(table, pa.RecordBatch) else pa.Table.from_arrays
+    return make(arrays, names=list(columns))
 
 
 def iter_batches(path: Path, columns=("id", "text", "source", "meta"), batch_size: int = 1024):
     """Batches (as tables) of one shard with `columns`, filled in where the file lacks them."""
     pf = pq.ParquetFile(path)
-    have = [c for c in pf.schema_arrow.names if c in columns or "meta" in columns]
+    names = pf.schema_arrow.names
+    if "meta" in columns and "meta" not in names:
+        have = None  # all columns: the other columns become meta
+    else:
+        have = [c for c in columns if c in names]
     row = 0
     for batch in pf.iter_batches(batch_size=batch_size, columns=have):
         yield complete(batch, path, row, columns)
