@@ -94,7 +94,7 @@ def check_shards(folder: Path, what: str = "input") -> list[Path]:
         try:
             schema = pq.read_schema(p)
         except (OSError, ValueError) as e:  # ArrowInvalid is a ValueError
-            raise DataError(f"{p}: not a readable Parquet file ({type(e).__name__}: {str(e)[:120]})") from None
+            raise DataError(f"{p}: not a readable Parquet file ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
         if "text" not in schema.names:
             raise DataError(f"{p}: no 'text' column (columns: {', '.join(schema.names) or 'none'}); "
                             f"make a document table from it with `fmforge data collect {p} --text-field COLUMN "
