@@ -275,3 +275,41 @@ def test_cli_modules_use_the_shared_options():
         src = Path(mod.__file__).read_text()
         assert "typer.Option(None, \"--recipe\"" not in src and "load_recipe" not in src
         assert mod.RecipeOpt is opts.RecipeOpt and mod.SetOpt is opts.SetOpt
+
+
+# ------------------------------------------------------------------ 5. every byte accounted for
+
+
+def test_data_card_accounts_for_line_removals_pii_and_measured_values(tmp_path):
+    from fmforge.data.documents import make_doc, write_shard
+
+    rng = random.Random(11)
+    body = essay(rng).split("\n")
+    play = "\n".join(f"SPEAKER{i}.\n{line}" for i, line in enumerate(body))  # one-word lines: C4 drops them
+    speaker_lines, speaker_bytes = len(body), sum(len(f"SPEAKER{i}.\n") for i in range(len(body)))
+    numbers = " ".join(f"the and {rng.randint(1000, 9999)} {rng.randint(1000, 9999)} {rng.randint(1000, 9999)} harbour."
+                       for _ in range(30))  # half the words are numbers: too few alphabetic words
+    docs = [make_doc(play, "p", "play.txt"),
+            make_doc(essay(rng) + "\nWrite to alice@example.com today.", "p", "pii.txt"),
+            make_doc(numbers, "p", "numbers.txt")] + [make_doc(essay(rng), "p", f"e{i}.txt") for i in range(3)]
+    write_shard(docs, tmp_path / "in" / "docs-00000.parquet")
+    s = prepare(tmp_path / "in", tmp_path / "out", DataConfig(workers=1, languages=[]))
+    card = (tmp_path / "out" / "datacard.md").read_text()
+    assert "Nothing was removed" not in card
+    few = s.lines_removed["c4_line_few_words"]
+    assert few["lines"] == speaker_lines and few["bytes"] == speaker_bytes and few["docs"] == 1
+    assert "| c4_line_few_words | " in card and "data.c4.min_words_per_line" in card
+    # every byte between input and output is in the account
+    dropped = sum(st["bytes_dropped"] for st in s.stages.values())
+    changed = sum(st["bytes_in"] - st["bytes_out"] - st["bytes_dropped"] for st in s.stages.values())
+    assert dropped + changed == s.bytes_in - s.bytes_out
+    assert s.stages["c4"]["bytes_in"] - s.stages["c4"]["bytes_out"] == sum(r["bytes"] for r in s.lines_removed.values())
+    assert s.pii_bytes_in == len("alice@example.com") and s.pii_bytes_out == len("<EMAIL>")
+    assert "17 bytes of matches replaced by 7 bytes" in card
+    detail = s.examples["gopher_few_alphabetic_words"][0]["detail"]
+    from fmforge.data.text import fix_text, words
+
+    toks = words(fix_text(numbers, "NFC", True))  # the measured value, computed here from the same words
+    toks_alpha = sum(1 for t in toks if any(c.isalpha() for c in t)) / len(toks)
+    assert detail == f"alphabetic words {toks_alpha:.2f} < 0.8 (data.gopher.min_alpha_words)"
+    assert detail in card

@@ -180,8 +180,8 @@ def _write_output(task_files: list[Path], removed: dict, out_dir: Path, stats: P
             else:
                 stats.drop(r[0], d, d["text"], f"duplicate of {where_of.get(r[1], f'row {r[1]}')}")
             row += 1
-    stats.stage("exact_dedup", *docs["in"], *docs["exact"])
-    stats.stage("near_dedup", *docs["exact"], *docs["out"])
+    stats.stage("exact_dedup", *docs["in"], *docs["exact"], docs["in"][1] - docs["exact"][1])
+    stats.stage("near_dedup", *docs["exact"], *docs["out"], docs["exact"][1] - docs["out"][1])
     stats.docs_out, stats.bytes_out = docs["out"]
     new = [p.name for p in writer.close()]
     od.record(new)  # first: a kill after a rename still leaves every file we wrote recorded
