@@ -89,7 +89,7 @@ class DataConfig(Section):
 
     # "stdlib" is the built-in default corpus: the running interpreter's standard library.
     sources: list[str] = Field(default_factory=lambda: ["stdlib"])
-    include: list[str] = Field(default_factory=lambda: ["*.py"])
+    include: list[str] = Field(default_factory=lambda: ["*"])  # file-name globs for folders; each file read by its format
     text_field: str = "text"
     strict: bool = False  # unreadable input is an error instead of a counted skip
     workers: int = Field(0, ge=0)  # processes for prepare; 0: every core
@@ -120,6 +120,9 @@ class DataConfig(Section):
     decontam_action: Literal["drop", "report"] = "drop"
     val_fraction: float = Field(0.05, ge=0.0, lt=1.0)
     split_seed: int = 0
+    # prepare keeping under this share of its documents is an error naming the rules that
+    # removed them (a recipe or input mismatch, not a result); 0: no check (keeping none still fails)
+    min_keep_fraction: float = Field(0.05, ge=0.0, le=1.0)
 
 
 class TokenizerConfig(Section):

@@ -46,7 +46,7 @@ def test_jsonl_bad_lines_are_counted_with_file_and_line(tmp_path):
     assert "bad utf8 \ufffd\ufffd here" in texts and "nul \x00 inside" in texts
     assert stats.skipped == {"malformed_json": 2, "missing_text": 3, "invalid_utf8_replaced": 1}
     assert "bad.jsonl:2: " in stats.examples["malformed_json"][0]
-    assert json.loads(docs[0]["meta"]) == {"path": "line:1", "url": "a"}
+    assert json.loads(docs[0]["meta"]) == {"path": "bad.jsonl:line:1", "url": "a"}
     with pytest.raises(DataError, match="bad.jsonl:2"):
         read(p, strict=True)
 
@@ -135,7 +135,7 @@ def test_tar_gz_of_text_files_and_folder_skips(tmp_path):
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     docs, stats = read(p)
-    assert [json.loads(d["meta"])["path"] for d in docs] == ["a/pep-0001.rst"]
+    assert [json.loads(d["meta"])["path"] for d in docs] == ["docs.tar.gz:a/pep-0001.rst"]
     assert stats.skipped == {"not_text": 1, "binary": 1, "invalid_utf8": 1}
 
 

@@ -14,17 +14,10 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Iterator
 
-from fmforge.data.documents import ShardWriter, make_doc
-from fmforge.errors import UserError
-from fmforge.data.readers import decode_file, is_hf_dataset, iter_file, iter_hf_dataset
-
-LANGUAGES = {".py": "python", ".md": "markdown", ".rst": "rst", ".txt": "text", ".c": "c", ".h": "c",
-             ".js": "javascript", ".ts": "typescript", ".rs": "rust", ".go": "go", ".java": "java",
-             ".cpp": "cpp", ".sh": "shell", ".html": "html", ".json": "json", ".yaml": "yaml", ".toml": "toml"}
-
-
-class DataError(UserError):
-    """Unreadable input in strict mode; the message says which file and line."""
+from fmforge.data.documents import ShardWriter
+from fmforge.data.formats import DataError, LANGUAGES  # noqa: F401  (re-exported: fmforge.data.collect.DataError)
+from fmforge.data.readers import is_hf_dataset, iter_file, iter_hf_dataset
+from fmforge.errors import DegenerateResult, InputNotFound
 
 
 @dataclass
@@ -34,6 +27,9 @@ class CollectStats:
     skipped: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
     strict: bool = False
+    files_seen: int = 0  # files under the folders walked
+    files_matched: int = 0  # of those, matching `include`
+    suffixes_seen: dict[str, int] = field(default_factory=dict)  # of the unmatched ones, for the error message
 
     def skip(self, reason: str, where: str) -> None:
         if self.strict:
@@ -48,45 +44,70 @@ def stdlib_root() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-def iter_folder(root: Path, include: list[str], stats: CollectStats, exclude_dirs=("site-packages",)) -> Iterator[dict]:
-    """Files under `root` whose name matches one of `include`, in sorted (stable) order."""
-    source = str(root)
+def iter_folder(root: Path, include: list[str], stats: CollectStats, exclude_dirs=("site-packages",),
+                text_field: str = "text", source: str | None = None) -> Iterator[dict]:
+    """Files under `root` whose name matches one of `include`, in sorted (stable) order, each
+    read by its format (JSONL, Parquet, WARC, tar, text/code) as a file given directly is.
+    Locators are paths relative to `root`, so ids do not depend on where the folder is."""
+    source = str(root) if source is None else source
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
         if any(part in exclude_dirs or part == "__pycache__" for part in rel.parts[:-1]):
             continue
-        if not path.is_file() or not any(fnmatch(path.name, pat) for pat in include):
+        if not path.is_file():
             continue
-        try:
-            raw = path.read_bytes()
-        except OSError as e:
-            stats.skip("unreadable", f"{path}: {e.strerror}")
+        stats.files_seen += 1
+        if not any(fnmatch(path.name, pat) for pat in include):
+            suffix = path.suffix.lower() or path.name
+            stats.suffixes_seen[suffix] = stats.suffixes_seen.get(suffix, 0) + 1
             continue
-        text = decode_file(raw, str(path), stats)
-        if text is None:
-            continue
-        yield make_doc(text, source, str(rel), language=LANGUAGES.get(path.suffix.lower(), "text"))
+        stats.files_matched += 1
+        yield from iter_file(path, stats, text_field, source, rel.as_posix())
 
 
 def iter_source(source: str, include: list[str], stats: CollectStats, text_field: str = "text") -> Iterator[dict]:
     if source == "stdlib":
-        yield from iter_folder(stdlib_root(), include, stats)
+        yield from iter_folder(stdlib_root(), include, stats, text_field=text_field, source="stdlib")
         return
     path = Path(source)
     if not path.exists():
-        raise FileNotFoundError(f"data source not found: {source}")
+        raise InputNotFound(f"data source not found: {source}")
     if path.is_dir() and is_hf_dataset(path):
         yield from iter_hf_dataset(path, stats, text_field)
     elif path.is_dir():
-        yield from iter_folder(path, include, stats)
+        yield from iter_folder(path, include, stats, text_field=text_field)
     else:
+        stats.files_seen += 1
+        stats.files_matched += 1
         yield from iter_file(path, stats, text_field)
+
+
+def nothing_collected(sources: list[str], include: list[str], stats: CollectStats) -> DegenerateResult:
+    """The error for a collect that found no document: why, and what to change."""
+    where = ", ".join(sources)
+    if not stats.files_seen:
+        why = f"{where} holds no files"
+        fix = "point data.sources (or the command's SOURCES) at a folder or file with documents"
+    elif not stats.files_matched:
+        top = sorted(stats.suffixes_seen.items(), key=lambda kv: -kv[1])[:5]
+        why = (f"none of the {stats.files_seen} files under {where} matches the include patterns {include} "
+               f"(the files are {', '.join(f'{k} ({v})' for k, v in top)})")
+        fix = "set --include / data.include, e.g. --include '*'"
+    else:
+        skipped = ", ".join(f"{k} {v}" for k, v in sorted(stats.skipped.items(), key=lambda kv: -kv[1]))
+        why = f"{stats.files_matched} file(s) read from {where} gave no document ({skipped or 'all empty'})"
+        fix = ("check --text-field / data.text_field and the examples that `fmforge data collect` prints"
+               if stats.skipped else "add files with text")
+    return DegenerateResult(f"nothing collected: {why}; {fix}")
 
 
 def collect(sources: list[str], include: list[str], out_dir: Path, text_field: str = "text",
             strict: bool = False) -> CollectStats:
     """Read every source into Parquet shards in `out_dir` (written shard by shard, each
-    by temp file and rename)."""
+    by temp file and rename; shards an earlier collect wrote there and this one did not
+    are removed). No document at all is a DegenerateResult, with nothing written."""
+    from fmforge.outputs import OutputDir
+
     stats = CollectStats(strict=strict)
     writer = ShardWriter(out_dir)
     for source in sources:
@@ -94,5 +115,10 @@ def collect(sources: list[str], include: list[str], out_dir: Path, text_field: s
             writer.add(doc)
             stats.docs += 1
             stats.bytes += len(doc["text"].encode("utf-8", "surrogatepass"))
-    writer.close()
+    if not stats.docs:
+        raise nothing_collected(sources, include, stats)
+    shards = writer.close()
+    od = OutputDir(out_dir, "data collect")
+    od.record(p.name for p in shards)
+    od.remove_stale(p.name for p in shards)
     return stats

@@ -1,23 +1,47 @@
-"""`fmforge data ...`: the data verbs (mounted by fmforge.cli)."""
+"""`fmforge data ...`: the data verbs (mounted by fmforge.cli).
+
+Each verb claims its --out first (fmforge.outputs.claim: refused if it holds someone
+else's files or is, or is inside or around, an input); a verb that fails on its input
+leaves no output folder behind that it created.
+"""
 from __future__ import annotations
 
 import json
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterable, Iterator, List, Optional
 
 import typer
 from rich.console import Console
 
-from fmforge.config import load_recipe
+from fmforge.errors import InputNotFound, UserError
+from fmforge.options import RecipeOpt, SetOpt, recipe_from
+from fmforge.outputs import OutputDir, claim
 
 app = typer.Typer(help='Collect raw sources and prepare (clean, filter, de-duplicate) them.\n\nExample: fmforge data collect stdlib --out runs/raw', no_args_is_help=True)
 console = Console()
-RecipeOpt = typer.Option(None, "--recipe", "-r", help="recipe YAML file or built-in name (default: demo)")
-SetOpt = typer.Option(None, "--set", "-s", help="override one field, e.g. --set data.min_chars=200 (repeatable)")
 
 
-def _recipe(recipe, sets):
-    return load_recipe(recipe, sets or [])
+@contextmanager
+def claimed(out: Path, kind: str, inputs: Iterable) -> Iterator[OutputDir]:
+    """claim(out) for the block; on a user error, a folder this call created is removed
+    again (it holds only what this command wrote), so bad input leaves no partial output."""
+    out = Path(out)
+    created = not out.exists()
+    od = claim(out, kind, list(inputs))
+    try:
+        yield od
+    except UserError:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def need(path: Path, what: str) -> Path:
+    if str(path) != "stdlib" and not Path(path).exists():
+        raise InputNotFound(f"{what} not found: {path}")
+    return Path(path)
 
 
 # ------------------------------------------------------------------ data
@@ -36,12 +60,15 @@ def data_collect(sources: List[str] = typer.Argument(..., help="folders (plain o
     """
     from fmforge.data.collect import collect
 
-    s = collect(sources, include, out, text_field=text_field, strict=strict)
+    for s in sources:
+        need(s, "data source")
+    with claimed(out, "data collect", sources):
+        s = collect(sources, include, out, text_field=text_field, strict=strict)
     console.print_json(json.dumps({"docs": s.docs, "bytes": s.bytes, "skipped": s.skipped, "examples": s.examples}))
 
 
 @app.command("prepare")
-def data_prepare(input: Path = typer.Argument(..., help="folder of collected Parquet shards"),
+def data_prepare(input: Path = typer.Argument(..., help="folder of collected Parquet shards (or any Parquet with a text column)"),
                  out: Path = typer.Option(..., "--out", "-o"),
                  workers: Optional[int] = typer.Option(None, "--workers", "-w", help="processes (default: data.workers; 0 = every core)"),
                  executor: Optional[str] = typer.Option(None, "--executor", help="local | ray (default: data.executor)"),
@@ -54,15 +81,16 @@ def data_prepare(input: Path = typer.Argument(..., help="folder of collected Par
     Example: fmforge data prepare runs/raw --out runs/clean --workers 2 --decontaminate ../shared/data/eval
     """
     from fmforge.data.datacard import summary
-    from fmforge.data.prepare import prepare
+    from fmforge.data.documents import check_shards
+    from fmforge.data.prepare import KIND, prepare
 
-    if not input.exists():
-        raise FileNotFoundError(f"input folder not found: {input}")
     if executor not in (None, "local", "ray"):
         raise typer.BadParameter("--executor must be local or ray")
-    s = prepare(input, out, _recipe(recipe, set_).data, workers=workers, executor=executor,
-                decontaminate=decontaminate or None, strict=strict or None)
+    cfg = recipe_from(recipe, set_).data
+    check_shards(need(input, "input folder"), "prepare input")  # before --out is made: bad input leaves nothing
+    evals = [need(Path(p), "--decontaminate file") for p in (decontaminate or cfg.decontaminate)]
+    with claimed(out, KIND, [input, *evals]):
+        s = prepare(input, out, cfg, workers=workers, executor=executor,
+                    decontaminate=decontaminate or None, strict=strict or None)
     console.print_json(json.dumps(summary(s)))
     console.print(f"data card: {out / 'datacard.md'}")
-
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fmforge.data.reasons import field_of
 from fmforge.data.stats import PrepareStats
 
 
@@ -23,7 +24,8 @@ def summary(stats: PrepareStats) -> dict:
     """The numbers the run report shows."""
     return {"docs_in": stats.docs_in, "docs_out": stats.docs_out, "bytes_in": stats.bytes_in,
             "bytes_out": stats.bytes_out, "removed": dict(stats.removed.most_common()),
-            "pii": dict(stats.pii), "contaminated_docs": stats.contaminated_docs,
+            "pii": dict(stats.pii), "lines_removed": {k: v["lines"] for k, v in stats.lines_removed.items()},
+            "contaminated_docs": stats.contaminated_docs,
             "languages": dict(stats.languages_out.most_common(5)), "seconds": round(stats.seconds, 2)}
 
 
@@ -38,12 +40,13 @@ def render(stats: PrepareStats, cfg=None) -> str:
     for name, st in s.stages.items():
         out.append(f"| {name} | {st['docs_in']:,} | {st['docs_out']:,} | {_mb(st['bytes_in'])} | {_mb(st['bytes_out'])} |")
     out += ["", "Documents by kind: " + ", ".join(f"{k} {v:,}" for k, v in sorted(s.kinds.items())), ""]
-    out += ["## Removal reasons", ""]
+    out += bytes_account(s)
+    out += ["## Removal reasons (whole documents)", ""]
     if not s.removed:
-        out.append("Nothing was removed.")
+        out.append("No document was removed.")
     else:
-        out += ["| reason | docs | bytes |", "|---|---:|---:|"]
-        out += [f"| {r} | {n:,} | {_mb(s.removed_bytes.get(r, 0))} |" for r, n in s.removed.most_common()]
+        out += ["| reason | docs | bytes | recipe field |", "|---|---:|---:|---|"]
+        out += [f"| {r} | {n:,} | {_mb(s.removed_bytes.get(r, 0))} | `{field_of(r)}` |" for r, n in s.removed.most_common()]
         out += ["", "### Examples", ""]
         for r, _ in s.removed.most_common():
             out.append(f"**{r}**")
@@ -53,10 +56,21 @@ def render(stats: PrepareStats, cfg=None) -> str:
                 text = ex["text"].replace("`", "'")
                 out.append(f"- `{ex['where']}`{detail}: `{text}`")
             out.append("")
+    out += ["## Lines removed inside kept documents (C4 line rules)", ""]
+    if not s.lines_removed:
+        out += ["No line was removed.", ""]
+    else:
+        out += ["| rule | lines | bytes | documents | recipe field |", "|---|---:|---:|---:|---|"]
+        for rule, r in sorted(s.lines_removed.items(), key=lambda kv: -kv[1]["bytes"]):
+            out.append(f"| {rule} | {r['lines']:,} | {r['bytes']:,} | {r['docs']:,} | `{field_of(rule)}` |")
+        out += ["", "### Examples", ""]
+        for rule, exs in s.line_examples.items():
+            out += [f"**{rule}**", ""] + [f"- `{e['where']}`: `{e['text'].replace('`', chr(39))}`" for e in exs] + [""]
     out += ["## PII redaction", ""]
     if s.pii:
         out.append(f"{s.pii_docs:,} documents had PII replaced by placeholders: "
-                   + ", ".join(f"{k} {v:,}" for k, v in s.pii.most_common()) + ".")
+                   + ", ".join(f"{k} {v:,}" for k, v in s.pii.most_common())
+                   + f" ({s.pii_bytes_in:,} bytes of matches replaced by {s.pii_bytes_out:,} bytes of placeholders).")
     else:
         out.append("No PII found." if not cfg or cfg.pii else "PII redaction is off.")
     out.append("")
@@ -76,6 +90,25 @@ def render(stats: PrepareStats, cfg=None) -> str:
             for k in keys]
     out.append("")
     return "\n".join(out)
+
+
+STAGE_CHANGE = {"clean": "Unicode normalisation and repair (data.normalize, data.repair_unicode)",
+                "c4": "C4 line removal (table below)", "pii": "PII placeholders (data.pii)"}
+
+
+def bytes_account(s: PrepareStats) -> list[str]:
+    """Where every byte between input and output went: per stage, bytes leaving in
+    removed documents and bytes changed inside kept ones; they add up to the total."""
+    out = ["## Where the bytes went", "",
+           f"{_mb(s.bytes_in)} in, {_mb(s.bytes_out)} out: {s.bytes_in - s.bytes_out:,} bytes fewer, accounted as:", "",
+           "| stage | bytes in removed documents | bytes changed in kept documents | how |", "|---|---:|---:|---|"]
+    for name, st in s.stages.items():
+        dropped = st.get("bytes_dropped", 0)
+        changed = st["bytes_in"] - st["bytes_out"] - dropped
+        if dropped or changed:
+            out.append(f"| {name} | {dropped:,} | {changed:,} | {STAGE_CHANGE.get(name, '') if changed else ''} |")
+    out.append("")
+    return out
 
 
 def _bucket_order(key: str) -> float:

@@ -1,5 +1,9 @@
 """The document table every data stage reads and writes: Parquet shards of
-``{id, text, source, meta}`` (meta is a JSON string), written atomically."""
+``{id, text, source, meta}`` (meta is a JSON string), written atomically.
+
+Any Parquet file with a string ``text`` column is also accepted as input (a user's own):
+``complete`` fills what it lacks: an id from the file name, row and content (the same on
+every machine), ``source`` from the file name, ``meta`` from the other columns."""
 from __future__ import annotations
 
 import json
@@ -8,19 +12,23 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
 SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string()), ("meta", pa.string())])
 
 
-def doc_id(source: str, locator: str) -> str:
-    """Stable id: a hash of where the document came from, not of its content."""
-    return xxhash.xxh3_128_hexdigest(f"{source}\0{locator}".encode("utf-8", "surrogatepass"))
+def doc_id(locator: str, text: str) -> str:
+    """Stable id: a hash of where the document is inside its source (a path relative to the
+    source folder, or a file name, plus row/line; never an absolute path, which differs
+    between machines) and of its content. The train/validation split hashes this id."""
+    content = xxhash.xxh3_64_hexdigest(text.encode("utf-8", "surrogatepass"))
+    return xxhash.xxh3_128_hexdigest(f"{locator}\0{content}".encode("utf-8", "surrogatepass"))
 
 
 def make_doc(text: str, source: str, locator: str, **meta) -> dict:
-    return {"id": doc_id(source, locator), "text": text, "source": source, "meta": json.dumps({"path": locator, **meta})}
+    return {"id": doc_id(locator, text), "text": text, "source": source, "meta": json.dumps({"path": locator, **meta})}
 
 
 def write_shard(docs: list[dict], path: Path) -> None:
@@ -68,11 +76,81 @@ def shard_paths(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
 
 
+def check_shards(folder: Path, what: str = "input") -> list[Path]:
+    """The shards of a document folder (or one Parquet file), each checked to have a string
+    `text` column; DataError (one line: which file, what it has, the command that makes
+    what is needed) otherwise."""
+    from fmforge.data.formats import DataError
+    from fmforge.errors import InputNotFound
+
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputNotFound(f"{what} not found: {folder}")
+    paths = shard_paths(folder)
+    if not paths:
+        raise DataError(f"{what} {folder} holds no Parquet shards (*.parquet): make them with "
+                        f"`fmforge data collect SOURCE --out {folder}`")
+    for p in paths:
+        try:
+            schema = pq.read_schema(p)
+        except (OSError, ValueError) as e:  # ArrowInvalid is a ValueError
+            raise DataError(f"{p}: not a readable Parquet file ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
+        if "text" not in schema.names:
+            raise DataError(f"{p}: no 'text' column (columns: {', '.join(schema.names) or 'none'}); "
+                            f"make a document table from it with `fmforge data collect {p} --text-field COLUMN "
+                            "--out DIR` and use DIR")
+        if not (pa.types.is_string(schema.field("text").type) or pa.types.is_large_string(schema.field("text").type)):
+            raise DataError(f"{p}: column 'text' is {schema.field('text').type}, not text; make a document table "
+                            f"with `fmforge data collect {p} --text-field COLUMN --out DIR`")
+    return paths
+
+
+def complete(table: pa.Table | pa.RecordBatch, path: Path, first_row: int, columns=("id", "text", "source", "meta")):
+    """`table` (rows first_row.. of shard `path`) with `columns`; missing ones filled (see module doc)."""
+    names = table.schema.names
+    if all(c in names for c in columns):
+        return table.select(list(columns))
+    text = pc.fill_null(table.column("text"), "").to_pylist()
+    rows = range(first_row, first_row + len(text))
+    name = Path(path).name
+    arrays = []
+    for c in columns:
+        if c in names:
+            arr = table.column(c)
+            arrays.append(pc.cast(arr, pa.string()) if c != "text" else pc.fill_null(arr, ""))
+        elif c == "id":
+            arrays.append(pa.array([doc_id(f"{name}:row:{r}", t) for r, t in zip(rows, text)], pa.string()))
+        elif c == "source":
+            arrays.append(pa.array([name] * len(text), pa.string()))
+        elif c == "meta":
+            other = [n for n in names if n not in SCHEMA.names]
+            recs = table.select(other).to_pylist() if other else [{} for _ in text]
+            arrays.append(pa.array([json.dumps({"path": f"{name}:row:{r}", **m}, default=str, ensure_ascii=False)
+                                    for r, m in zip(rows, recs)], pa.string()))
+        else:
+            raise KeyError(c)
+    make = pa.RecordBatch.from_arrays if isinstance(table, pa.RecordBatch) else pa.Table.from_arrays
+    return make(arrays, names=list(columns))
+
+
+def iter_batches(path: Path, columns=("id", "text", "source", "meta"), batch_size: int = 1024):
+    """Batches (as tables) of one shard with `columns`, filled in where the file lacks them."""
+    pf = pq.ParquetFile(path)
+    names = pf.schema_arrow.names
+    if "meta" in columns and "meta" not in names:
+        have = None  # all columns: the other columns become meta
+    else:
+        have = [c for c in columns if c in names]
+    row = 0
+    for batch in pf.iter_batches(batch_size=batch_size, columns=have):
+        yield complete(batch, path, row, columns)
+        row += batch.num_rows
+
+
 def read_docs(folder: Path, columns: list[str] | None = None, batch_size: int = 1024) -> Iterator[dict]:
     """Stream documents from every shard in a folder, in order."""
     for path in shard_paths(folder):
-        pf = pq.ParquetFile(path)
-        for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
+        for batch in iter_batches(path, tuple(columns or SCHEMA.names), batch_size):
             yield from batch.to_pylist()
 
 

@@ -14,10 +14,10 @@ import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from fmforge.data.tasks import run_task, task_path
+
 
 def run_tasks(tasks: list, cfg, work: Path, workers: int) -> None:
-    from fmforge.data.prepare import run_task, task_path
-
     todo = [i for i in range(len(tasks)) if not task_path(work, i).exists()]
     if not todo:
         return
@@ -42,8 +42,6 @@ class _RayStep:
         self.tasks, self.todo, self.cfg_json, self.work, self.strict = tasks, todo, cfg_json, work, strict
 
     def __call__(self, data, rank: int = 0, world_size: int = 1):
-        from fmforge.data.prepare import run_task
-
         for i in self.todo[rank::world_size]:
             run_task(i, self.tasks[i], self.cfg_json, self.work, self.strict)
         return iter(())
@@ -73,6 +71,6 @@ def _run_ray(tasks, todo, cfg_json, work: Path, workers: int, address: str | Non
     finally:
         if started:
             ray.shutdown()
-    missing = [i for i in todo if not (work / f"task-{i:06d}.parquet").exists()]
+    missing = [i for i in todo if not task_path(work, i).exists()]
     if missing:
         raise RuntimeError(f"ray executor finished with {len(missing)} tasks not done; see {work / 'ray-logs'}")

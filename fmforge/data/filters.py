@@ -149,10 +149,24 @@ C4_END = (".", "!", "?", '"', "'", "”", "’", "…")
 CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
 
 
-def c4_lines(text: str, cfg) -> tuple[str, str | None]:
+def _utf8(s: str) -> int:
+    return len(s.encode("utf-8", "surrogatepass"))
+
+
+def c4_lines(text: str, cfg, removed: dict | None = None) -> tuple[str, str | None]:
     """C4's rules: drop lines without terminal punctuation, short lines, lines about
     javascript or cookie policies; drop documents with lorem ipsum or curly braces or too
-    few sentences. Returns the cleaned text and the reason to drop it (or None)."""
+    few sentences. Returns the cleaned text and the reason to drop it (or None).
+
+    `removed`, if given, receives what the line rules took out of the text:
+    {rule: [lines, UTF-8 bytes (with the newline), first line removed]} for the rules
+    c4_line_*, c4_citations (bytes) and c4_whitespace (stripped from kept lines and the ends)."""
+    def drop(rule: str, line: str) -> None:
+        if removed is not None:
+            r = removed.setdefault(rule, [0, 0, line])
+            r[0] += 1
+            r[1] += _utf8(line) + 1
+
     kept, sentences = [], 0
     for line in text.split("\n"):
         s = line.strip()
@@ -160,22 +174,32 @@ def c4_lines(text: str, cfg) -> tuple[str, str | None]:
             kept.append(line)
             continue
         if any(len(w) > cfg.max_word_length for w in s.split()):
+            drop("c4_line_long_word", line)
             continue
         if cfg.remove_citations:
-            s = CITATION_RE.sub("", s)
+            cut = CITATION_RE.sub("", s)
+            if removed is not None and cut != s:
+                r = removed.setdefault("c4_citations", [0, 0, s])
+                r[0] += 1
+                r[1] += _utf8(s) - _utf8(cut)
+            s = cut
         if cfg.terminal_punct and not s.endswith(C4_END):
+            drop("c4_line_no_terminal_punct", line)
             continue
         if len(s.split()) < cfg.min_words_per_line:
+            drop("c4_line_few_words", line)
             continue
         ls = s.lower()
         # like C4's own code: lorem ipsum and "{" drop the page only on a line that was kept so far
         if cfg.lorem_ipsum and "lorem ipsum" in ls:
             return text, "c4_lorem_ipsum"
         if cfg.javascript and "javascript" in ls:
+            drop("c4_line_javascript", line)
             continue
         if cfg.curly_bracket and "{" in s:
             return text, "c4_curly_bracket"
         if cfg.policy and any(p in ls for p in C4_POLICY):
+            drop("c4_line_policy", line)
             continue
         sentences += s.count(". ") + s.count("? ") + s.count("! ") + 1
         kept.append(s if cfg.remove_citations else line)
@@ -184,7 +208,54 @@ def c4_lines(text: str, cfg) -> tuple[str, str | None]:
         return text, "c4_no_lines_left"
     if sentences < cfg.min_sentences:
         return text, "c4_too_few_sentences"
+    if removed is not None:  # the rest of the difference: whitespace stripped (an exact account)
+        rest = _utf8(text) - _utf8(out) - sum(r[1] for r in removed.values())
+        if rest:
+            removed["c4_whitespace"] = [0, rest, ""]
     return out, None
+
+
+def explain(reason: str, text: str, toks: list[str], cfg) -> str:
+    """The measured value next to the threshold (and its recipe field) for a Gopher
+    decision, e.g. "alphabetic words 0.71 < 0.8 (data.gopher.min_alpha_words)".
+    Recomputed only for the few examples the data card shows; decisions are not changed."""
+    from fmforge.data.reasons import field_of
+
+    n_tokens = len(toks) or 1
+    word_lens = [len(t) for t in toks if t.isalnum() or HAS_ALNUM(t)]
+    n = len(word_lens)
+    lines = text.splitlines() or [""]
+    f = field_of(reason)
+    measures = {
+        "gopher_too_few_words": lambda: f"words {n} < {cfg.min_words}",
+        "gopher_too_many_words": lambda: f"words {n} > {cfg.max_words}",
+        "gopher_short_words": lambda: f"mean word length {sum(word_lens) / max(1, n):.2f} < {cfg.min_mean_word_length}",
+        "gopher_long_words": lambda: f"mean word length {sum(word_lens) / max(1, n):.2f} > {cfg.max_mean_word_length}",
+        "gopher_hash_symbols": lambda: f"'#' per token {text.count('#') / n_tokens:.3f} > {cfg.max_symbol_word_ratio}",
+        "gopher_ellipsis_symbols": lambda: (f"ellipses per token {(text.count('...') + text.count('…')) / n_tokens:.3f}"
+                                            f" > {cfg.max_symbol_word_ratio}"),
+        "gopher_bullet_lines": lambda: (f"bullet lines {sum(ln.lstrip().startswith(BULLETS) for ln in lines) / len(lines):.2f}"
+                                        f" > {cfg.max_bullet_lines}"),
+        "gopher_ellipsis_lines": lambda: (f"ellipsis lines {sum(ln.rstrip().endswith(ELLIPSES) for ln in lines) / len(lines):.2f}"
+                                          f" > {cfg.max_ellipsis_lines}"),
+        "gopher_few_alphabetic_words": lambda: (f"alphabetic words {sum(1 for t in toks if HAS_LETTER(t)) / n_tokens:.2f}"
+                                                f" < {cfg.min_alpha_words}"),
+        "gopher_few_stop_words": lambda: (f"stop words {sum(1 for w in STOP_WORDS if STOP_WORD_RES[w].search(text.lower()))}"
+                                          f" < {cfg.min_stop_words}"),
+    }
+    rep = {
+        "gopher_dup_paragraphs": lambda: f"duplicate paragraphs {_dup_fraction(PARAGRAPH_RE.split(text.strip()))[0]:.2f} > {cfg.dup_para_frac}",
+        "gopher_dup_paragraph_chars": lambda: (f"characters in duplicate paragraphs {_dup_fraction(PARAGRAPH_RE.split(text.strip()))[1] / max(1, len(text)):.2f}"
+                                               f" > {cfg.dup_para_char_frac}"),
+        "gopher_dup_lines": lambda: f"duplicate lines {_dup_fraction(LINES_RE.split(text))[0]:.2f} > {cfg.dup_line_frac}",
+        "gopher_dup_line_chars": lambda: (f"characters in duplicate lines {_dup_fraction(LINES_RE.split(text))[1] / max(1, len(text)):.2f}"
+                                          f" > {cfg.dup_line_char_frac}"),
+    }
+    fn = measures.get(reason) or rep.get(reason)
+    try:
+        return f"{fn()} ({f})" if fn else f"({f})"
+    except AttributeError:  # a reason of the other rule family: its config has other fields
+        return f"({f})"
 
 
 AUTOGEN_RE = re.compile(r"auto-?generated|automatically generated|generated automatically|(?:file|code) (?:is |was )?generated by|do not edit", re.I)

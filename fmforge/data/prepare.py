@@ -21,76 +21,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fmforge.data.datacard import write_datacard
-from fmforge.data.documents import SCHEMA, ShardWriter, shard_paths
+from fmforge.data.documents import ShardWriter, check_shards, shard_paths
+from fmforge.data.executors import run_tasks
+from fmforge.data.reasons import field_of
 from fmforge.data.stats import PrepareStats, length_bucket, utf8_len, where
+from fmforge.data.tasks import WORK, plan_tasks, task_path
+from fmforge.errors import DegenerateResult
+from fmforge.outputs import OutputDir
 
-WORK = ".work"
-TASK_SCHEMA = pa.schema(list(SCHEMA) + [("lang", pa.string()), ("exact", pa.uint64()), ("sig", pa.binary())])
-RUN_KEYS_IGNORED = ("workers", "executor", "ray_address", "strict", "sources", "include", "val_fraction", "split_seed")
-
-
-def plan_tasks(in_dir: Path, workers: int) -> list[tuple[str, int, int]]:
-    """(shard, first row, end row) ranges: about 8 tasks per worker, 16-2000 documents each."""
-    shards = [(str(p), pq.ParquetFile(p).metadata.num_rows) for p in shard_paths(in_dir)]
-    total = sum(n for _, n in shards)
-    per = int(min(2000, max(16, -(-total // max(1, workers * 8)))))
-    return [(p, a, min(a + per, n)) for p, n in shards for a in range(0, n, per)]
-
-
-def read_rows(path: str, start: int, end: int) -> list[dict]:
-    """Rows [start, end) of a shard, reading only the row groups that hold them."""
-    pf = pq.ParquetFile(path)
-    out, offset = [], 0
-    for g in range(pf.metadata.num_row_groups):
-        n = pf.metadata.row_group(g).num_rows
-        if offset + n > start and offset < end:
-            t = pf.read_row_group(g, columns=["id", "text", "source", "meta"])
-            out += t.slice(max(0, start - offset), min(end, offset + n) - max(start, offset)).to_pylist()
-        offset += n
-        if offset >= end:
-            break
-    return out
-
-
-def task_path(work: Path, i: int) -> Path:
-    return work / f"task-{i:06d}.parquet"
-
-
-def run_task(i: int, task: tuple[str, int, int], cfg_json: str, work: str, strict: bool) -> str:
-    """Phase 1 for one task (runs in a worker process). Idempotent: a finished task is
-    not redone."""
-    from fmforge.config import DataConfig
-    from fmforge.data.stages import Stages
-
-    out = task_path(Path(work), i)
-    if out.exists():
-        return str(out)
-    cfg = DataConfig.model_validate_json(cfg_json)
-    stages = Stages(cfg, _eval_index(work), strict)
-    kept, stats = stages.run(read_rows(*task))
-    table = pa.Table.from_pylist(
-        [{**k.doc, "lang": k.lang, "exact": k.exact, "sig": k.sig.tobytes()} for k in kept], schema=TASK_SCHEMA)
-    table = table.replace_schema_metadata({"fmforge_stats": json.dumps(stats.to_dict())})
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, out)
-    return str(out)
-
-
-_EVAL_CACHE: dict[str, np.ndarray] = {}
-
-
-def _eval_index(work: str) -> np.ndarray | None:
-    p = Path(work) / "eval-index.npy"
-    if not p.exists():
-        return None
-    if work not in _EVAL_CACHE:
-        _EVAL_CACHE[work] = np.load(p)
-    return _EVAL_CACHE[work]
+RUN_KEYS_IGNORED = ("workers", "executor", "ray_address", "strict", "sources", "include", "val_fraction", "split_seed",
+                    "min_keep_fraction")
+KIND = "data prepare"  # the kind of fmforge.outputs folder prepare writes
 
 
 def _fingerprint(in_dir: Path, cfg) -> str:
@@ -99,7 +43,7 @@ def _fingerprint(in_dir: Path, cfg) -> str:
     from fmforge.data.decontam import expand
 
     dump = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in RUN_KEYS_IGNORED}
-    files = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in shard_paths(in_dir)]
+    files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in shard_paths(in_dir)]
     evals = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in expand(cfg.decontaminate)]
     return hashlib.sha256(json.dumps([dump, files, evals], sort_keys=True).encode()).hexdigest()[:16]
 
@@ -150,16 +94,21 @@ def global_dedup(task_files: list[Path], cfg, stats: PrepareStats) -> dict[int, 
 
 def prepare(in_dir: Path, out_dir: Path, cfg, workers: int | None = None, executor: str | None = None,
             decontaminate: list[str] | None = None, strict: bool | None = None) -> PrepareStats:
-    """Run every prepare stage from `in_dir` (collected shards) to `out_dir` (kept shards,
-    stats.json, datacard.md). Arguments override the recipe's data section."""
-    from fmforge.data.executors import run_tasks
+    """Run every prepare stage from `in_dir` (collected shards, or any Parquet with a text
+    column) to `out_dir` (kept shards, stats.json, datacard.md). Arguments override the
+    recipe's data section.
 
+    Raises DataError for input without a text column and DegenerateResult when fewer than
+    data.min_keep_fraction of the documents (or none) are kept; then no output is written
+    and `out_dir/.work` stays, so a rerun with other thresholds redoes only what they change.
+    Files in `out_dir` are removed only if an earlier prepare recorded writing them."""
     t0 = time.perf_counter()
     updates = {k: v for k, v in {"workers": workers, "executor": executor, "strict": strict,
                                   "decontaminate": decontaminate}.items() if v is not None}
     cfg = cfg.model_copy(update=updates)
     n_workers = cfg.workers or os.cpu_count() or 1
     in_dir, out_dir = Path(in_dir), Path(out_dir)
+    check_shards(in_dir, "prepare input")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "stats.json").unlink(missing_ok=True)  # stats.json last = the output is complete
     work = _open_work(out_dir, in_dir, cfg)
@@ -171,18 +120,42 @@ def prepare(in_dir: Path, out_dir: Path, cfg, workers: int | None = None, execut
     for f in task_files:
         stats.merge(PrepareStats.from_dict(json.loads(pq.read_schema(f).metadata[b"fmforge_stats"])))
     removed = global_dedup(task_files, cfg, stats)
-    _write_output(task_files, removed, out_dir, stats)
+    check_kept(stats, removed, cfg, in_dir)
+    od = OutputDir(out_dir, KIND)
+    _write_output(task_files, removed, out_dir, stats, od)
     stats.seconds = time.perf_counter() - t0
     tmp = out_dir / ".stats.json.tmp"
     tmp.write_text(json.dumps(stats.to_dict(), indent=2, ensure_ascii=False))
+    od.record(["datacard.md", "stats.json"])
     write_datacard(stats, out_dir / "datacard.md", cfg)
     os.replace(tmp, out_dir / "stats.json")
     shutil.rmtree(work, ignore_errors=True)
     return stats
 
 
-def _write_output(task_files: list[Path], removed: dict, out_dir: Path, stats: PrepareStats) -> None:
-    """Phase 3: kept documents into shards in a temp folder, then renamed into out_dir."""
+def check_kept(stats: PrepareStats, removed: dict, cfg, in_dir: Path) -> None:
+    """DegenerateResult when prepare would keep none, or under data.min_keep_fraction, of
+    its documents: the top removal reasons, each with the recipe field that governs it.
+    `removed` is the global de-duplication's {row: (reason, row)}."""
+    docs_in = stats.docs_in
+    if not docs_in:
+        raise DegenerateResult(f"prepare found no documents in {in_dir}: collect some first (`fmforge data collect`)")
+    reasons = stats.removed.copy()
+    reasons.update(r for r, _ in removed.values())
+    kept = docs_in - sum(reasons.values())
+    if kept > 0 and kept >= cfg.min_keep_fraction * docs_in:
+        return
+    top = "; ".join(f"{r} {n:,} docs → {field_of(r)}" for r, n in reasons.most_common(4))
+    limit = f"under data.min_keep_fraction={cfg.min_keep_fraction:g}" if kept else "nothing to train on"
+    raise DegenerateResult(
+        f"prepare would keep {kept:,} of {docs_in:,} documents ({100 * kept / docs_in:.1f}%), {limit}. "
+        f"Top removal reasons: {top}. Loosen those recipe fields (--set FIELD=VALUE), check that the input is "
+        "the kind of text the rules are for, or set data.min_keep_fraction=0 to accept a small share")
+
+
+def _write_output(task_files: list[Path], removed: dict, out_dir: Path, stats: PrepareStats, od: OutputDir) -> None:
+    """Phase 3: kept documents into shards in a temp folder, then renamed into out_dir;
+    shards an earlier run recorded and this one did not write again are removed (only those)."""
     tmp_dir = out_dir / WORK / "final"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     writer = ShardWriter(tmp_dir)
@@ -207,11 +180,11 @@ def _write_output(task_files: list[Path], removed: dict, out_dir: Path, stats: P
             else:
                 stats.drop(r[0], d, d["text"], f"duplicate of {where_of.get(r[1], f'row {r[1]}')}")
             row += 1
-    stats.stage("exact_dedup", *docs["in"], *docs["exact"])
-    stats.stage("near_dedup", *docs["exact"], *docs["out"])
+    stats.stage("exact_dedup", *docs["in"], *docs["exact"], docs["in"][1] - docs["exact"][1])
+    stats.stage("near_dedup", *docs["exact"], *docs["out"], docs["exact"][1] - docs["out"][1])
     stats.docs_out, stats.bytes_out = docs["out"]
-    writer.close()
-    for old in shard_paths(out_dir):
-        old.unlink()
-    for p in sorted(tmp_dir.glob("*.parquet")):
-        os.replace(p, out_dir / p.name)
+    new = [p.name for p in writer.close()]
+    od.record(new)  # first: a kill after a rename still leaves every file we wrote recorded
+    for name in new:
+        os.replace(tmp_dir / name, out_dir / name)
+    od.remove_stale(new + ["datacard.md", "stats.json"])

@@ -1,5 +1,7 @@
 """Readers for single files and dataset folders, one small function each behind one
-interface: ``iter_*(path, stats, text_field) -> Iterator[doc]``.
+interface: ``iter_*(path, stats, text_field, source, name) -> Iterator[doc]``: `source` is the
+folder (or file) the user named, `name` the file's path relative to it; a document's
+locator (meta.path, and with its content its id) is `name` plus line/row/member.
 
 - JSONL (.jsonl, .jsonl.gz, .jsonl.zst, .ndjson): a ``text`` field (configurable), other
   fields kept as metadata; the Pile's format.
@@ -21,9 +23,9 @@ from pathlib import Path
 from typing import Iterator
 
 from fmforge.data.documents import make_doc
+from fmforge.data.formats import LANGUAGES, TEXT_SUFFIXES, DataError, format_of
 
 MAX_LINE_CHARS = 64 << 20  # a longer JSONL record is skipped (and counted), not loaded
-TEXT_SUFFIXES = {".txt", ".md", ".rst", ".text", ".markdown"}
 
 
 def open_binary(path: Path):
@@ -90,8 +92,20 @@ def valid_utf8(text: str, stats, where: str) -> str:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def iter_jsonl(path: Path, stats, text_field: str = "text") -> Iterator[dict]:
-    source = str(path)
+def _where(path: Path, source, name) -> tuple[str, str]:
+    return (str(path.parent) if source is None else str(source)), (path.name if name is None else name)
+
+
+def _no_text_field(path: Path, text_field: str, kind: str, seen) -> DataError:
+    return DataError(f"{path}: no {kind} has a text field '{text_field}' ({kind} fields: "
+                     f"{', '.join(sorted(seen)) or 'none'}); name the field holding the text with "
+                     "--text-field FIELD (recipe: data.text_field)")
+
+
+def iter_jsonl(path: Path, stats, text_field: str = "text", source=None, name=None) -> Iterator[dict]:
+    source, name = _where(path, source, name)
+    keys: set[str] = set()
+    records = with_text = 0
     with open_text(path) as f:
         lineno = 0
         while True:
@@ -99,9 +113,9 @@ def iter_jsonl(path: Path, stats, text_field: str = "text") -> Iterator[dict]:
                 line = f.readline(MAX_LINE_CHARS)
             except Exception as e:  # truncated or corrupt .gz/.zst stream
                 stats.skip("truncated_file", f"{path}: after line {lineno}: {type(e).__name__}: {e}")
-                return
+                break
             if not line:
-                return
+                break
             lineno += 1
             if len(line) >= MAX_LINE_CHARS and not line.endswith("\n"):
                 stats.skip("line_too_long", f"{path}:{lineno}: over {MAX_LINE_CHARS:,} characters")
@@ -110,7 +124,7 @@ def iter_jsonl(path: Path, stats, text_field: str = "text") -> Iterator[dict]:
                         pass
                 except Exception as e:
                     stats.skip("truncated_file", f"{path}: after line {lineno}: {type(e).__name__}: {e}")
-                    return
+                    break
                 continue
             if not line.strip():
                 continue
@@ -120,34 +134,56 @@ def iter_jsonl(path: Path, stats, text_field: str = "text") -> Iterator[dict]:
             except json.JSONDecodeError as e:
                 stats.skip("malformed_json", f"{path}:{lineno}: {e.msg}")
                 continue
+            records += 1
             text = obj.get(text_field) if isinstance(obj, dict) else None
+            if isinstance(obj, dict) and len(keys) < 50:
+                keys.update(obj)
             if not isinstance(text, str):
+                if stats.strict and not with_text and text_field not in keys:
+                    raise _no_text_field(path, text_field, "record", keys)  # the likelier cause than one bad record
                 stats.skip("missing_text", f"{path}:{lineno}: field '{text_field}' is not a string")
                 continue
+            with_text += 1
             meta = {k: v for k, v in obj.items() if k != text_field}
-            yield make_doc(text, source, f"line:{lineno}", **meta)
+            yield make_doc(text, source, f"{name}:line:{lineno}", **meta)
+    if records and not with_text:  # not one record has the field: a wrong field name, not bad records
+        raise _no_text_field(path, text_field, "record", keys)
 
 
-def _iter_table_batches(batches, source: str, stats, text_field: str, what: str) -> Iterator[dict]:
+def _iter_table_batches(batches, source: str, stats, text_field: str, name: str) -> Iterator[dict]:
     row = 0
     for batch in batches:
         for rec in batch.to_pylist():
             row += 1
             text = rec.get(text_field)
             if not isinstance(text, str):
-                stats.skip("missing_text", f"{source}: {what} {row}: field '{text_field}' is not a string")
+                stats.skip("missing_text", f"{source}/{name}: row {row}: field '{text_field}' is not a string")
                 continue
             meta = {k: v for k, v in rec.items() if k != text_field}
-            yield make_doc(text, source, f"{what}:{row}", **json.loads(json.dumps(meta, default=str)))
+            yield make_doc(text, source, f"{name}:row:{row}", **json.loads(json.dumps(meta, default=str)))
 
 
-def iter_parquet(path: Path, stats, text_field: str = "text") -> Iterator[dict]:
+def _need_column(path: Path, schema, text_field: str) -> None:
+    if text_field not in schema.names:
+        raise DataError(f"{path}: no column '{text_field}' (columns: {', '.join(schema.names) or 'none'}); "
+                        "name the column holding the text with --text-field COLUMN (recipe: data.text_field)")
+
+
+def iter_parquet(path: Path, stats, text_field: str = "text", source=None, name=None) -> Iterator[dict]:
     import pyarrow.parquet as pq
 
+    source, name = _where(path, source, name)
     try:
         pf = pq.ParquetFile(path)
-        yield from _iter_table_batches(pf.iter_batches(batch_size=256), str(path), stats, text_field, "row")
     except (OSError, ValueError) as e:  # pyarrow raises ArrowInvalid (a ValueError) on corrupt files
+        stats.skip("corrupt_file", f"{path}: {type(e).__name__}: {e}")
+        return
+    _need_column(path, pf.schema_arrow, text_field)
+    try:
+        yield from _iter_table_batches(pf.iter_batches(batch_size=256), source, stats, text_field, name)
+    except (OSError, ValueError) as e:
+        if isinstance(e, DataError):
+            raise
         stats.skip("corrupt_file", f"{path}: {type(e).__name__}: {e}")
 
 
@@ -155,34 +191,44 @@ def is_hf_dataset(folder: Path) -> bool:
     return (folder / "state.json").exists() or (folder / "dataset_dict.json").exists()
 
 
-def iter_hf_dataset(folder: Path, stats, text_field: str = "text") -> Iterator[dict]:
+def iter_hf_dataset(folder: Path, stats, text_field: str = "text", source=None, name=None) -> Iterator[dict]:
     """A `datasets` save_to_disk folder: Arrow stream files listed in state.json (a
     DatasetDict folder holds one such folder per split)."""
     import pyarrow as pa
 
+    source = str(folder) if source is None else source
+    prefix = "" if name is None else f"{name}/"
     if (folder / "dataset_dict.json").exists():
         splits = json.loads((folder / "dataset_dict.json").read_text())["splits"]
         for split in splits:
-            yield from iter_hf_dataset(folder / split, stats, text_field)
+            yield from iter_hf_dataset(folder / split, stats, text_field, source, f"{prefix}{split}")
         return
     state = json.loads((folder / "state.json").read_text())
     for entry in state.get("_data_files", []):
         path = folder / entry["filename"]
         try:
-            with pa.memory_map(str(path)) as src:
-                reader = pa.ipc.open_stream(src)
-                yield from _iter_table_batches(reader, str(path), stats, text_field, "row")
+            src = pa.memory_map(str(path))
+            reader = pa.ipc.open_stream(src)
         except (OSError, ValueError) as e:
             stats.skip("corrupt_file", f"{path}: {type(e).__name__}: {e}")
+            continue
+        with src:
+            _need_column(path, reader.schema, text_field)
+            try:
+                yield from _iter_table_batches(reader, source, stats, text_field, f"{prefix}{entry['filename']}")
+            except (OSError, ValueError) as e:
+                if isinstance(e, DataError):
+                    raise
+                stats.skip("corrupt_file", f"{path}: {type(e).__name__}: {e}")
 
 
-def iter_warc(path: Path, stats, text_field: str = "text") -> Iterator[dict]:
+def iter_warc(path: Path, stats, text_field: str = "text", source=None, name=None) -> Iterator[dict]:
     """HTML (and plain-text) responses of a WARC file, as main text via Resiliparse."""
     from fastwarc.warc import ArchiveIterator, WarcRecordType
     from resiliparse.extract.html2text import extract_plain_text
     from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 
-    source = str(path)
+    source, name = _where(path, source, name)
     n = 0
     with open(path, "rb") as f:
         try:
@@ -196,16 +242,14 @@ def iter_warc(path: Path, stats, text_field: str = "text") -> Iterator[dict]:
                     continue
                 html = bytes_to_str(body, detect_encoding(body))
                 text = extract_plain_text(html, main_content=True) if "html" in ctype else html
-                yield make_doc(text, source, rec.record_id or f"record:{n}", url=url,
+                yield make_doc(text, source, f"{name}:{rec.record_id or f'record:{n}'}", url=url,
                                date=rec.headers.get("WARC-Date", ""), content_type=ctype)
         except Exception as e:  # FastWARC stops on truncated/corrupt archives
             stats.skip("truncated_file", f"{path}: after record {n}: {type(e).__name__}: {e}")
 
 
-def iter_tar(path: Path, stats, text_field: str = "text") -> Iterator[dict]:
-    from fmforge.data.collect import LANGUAGES
-
-    source = str(path)
+def iter_tar(path: Path, stats, text_field: str = "text", source=None, name=None) -> Iterator[dict]:
+    source, name = _where(path, source, name)
     try:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
@@ -218,7 +262,7 @@ def iter_tar(path: Path, stats, text_field: str = "text") -> Iterator[dict]:
                 raw = tar.extractfile(member).read()
                 text = decode_file(raw, f"{path}:{member.name}", stats)
                 if text is not None:
-                    yield make_doc(text, source, member.name, language=LANGUAGES.get(suffix, "text"))
+                    yield make_doc(text, source, f"{name}:{member.name}", language=LANGUAGES.get(suffix, "text"))
     except (tarfile.TarError, OSError, EOFError) as e:
         stats.skip("truncated_file", f"{path}: {type(e).__name__}: {e}")
 
@@ -234,30 +278,25 @@ def decode_file(raw: bytes, where: str, stats) -> str | None:
         return None
 
 
-def iter_text_file(path: Path, stats, text_field: str = "text") -> Iterator[dict]:
-    from fmforge.data.collect import LANGUAGES
-
-    text = decode_file(path.read_bytes(), str(path), stats)
-    if text is not None:
-        yield make_doc(text, str(path.parent), path.name, language=LANGUAGES.get(path.suffix.lower(), "text"))
-
-
-def iter_file(path: Path, stats, text_field: str = "text") -> Iterator[dict]:
-    name = path.name.lower()
-    if name.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".json.zst", ".ndjson")):
-        reader = iter_jsonl
-    elif name.endswith(".parquet"):
-        reader = iter_parquet
-    elif name.endswith((".warc", ".warc.gz")):
-        reader = iter_warc
-    elif name.endswith((".tar", ".tar.gz", ".tgz")):
-        reader = iter_tar
-    elif path.suffix.lower() in TEXT_SUFFIXES:
-        reader = iter_text_file
-    else:
-        raise ValueError(f"{path}: unknown file format (expected a folder, .jsonl[.gz|.zst], .parquet, "
-                         ".warc[.gz], .tar[.gz] or a text file)")
+def iter_text_file(path: Path, stats, text_field: str = "text", source=None, name=None) -> Iterator[dict]:
+    """A text or code file (any other format); binary or non-UTF-8 content is skipped and counted."""
+    source, name = _where(path, source, name)
     try:
-        yield from reader(path, stats, text_field)
+        raw = path.read_bytes()
+    except OSError as e:
+        stats.skip("unreadable", f"{path}: {e.strerror}")
+        return
+    text = decode_file(raw, str(path), stats)
+    if text is not None:
+        yield make_doc(text, source, name, language=LANGUAGES.get(path.suffix.lower(), "text"))
+
+
+READERS = {"jsonl": iter_jsonl, "parquet": iter_parquet, "warc": iter_warc, "tar": iter_tar, "text": iter_text_file}
+
+
+def iter_file(path: Path, stats, text_field: str = "text", source=None, name=None) -> Iterator[dict]:
+    """One file by its format (fmforge.data.formats.format_of), given directly or met in a folder."""
+    try:
+        yield from READERS[format_of(path.name)](path, stats, text_field, source, name)
     except PermissionError as e:
         stats.skip("unreadable", f"{path}: {e.strerror}")

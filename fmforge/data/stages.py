@@ -18,6 +18,7 @@ import xxhash
 
 from fmforge.data import filters, langid, pii
 from fmforge.data.decontam import contaminated
+from fmforge.data.reasons import field_of
 from fmforge.data.minhash import permutations, signature
 from fmforge.data.stats import PrepareStats, length_bucket, utf8_len
 from fmforge.data.text import fix_text, word_hashes, words
@@ -69,7 +70,7 @@ class Stages:
             """Account one stage; returns False when the document stops here."""
             b_in = utf8_len(text_before)
             if reason:
-                st.stage(name, 1, b_in, 0, 0)
+                st.stage(name, 1, b_in, 0, 0, b_in)
                 st.drop(reason, doc, text_before, detail)
                 return False
             st.stage(name, 1, b_in, 1, b_in if text_after is text_before else utf8_len(text_after))
@@ -80,7 +81,8 @@ class Stages:
             return None
         n = len(text)
         if not step("length", text, text, "too_short" if n < cfg.min_chars else "too_long" if n > cfg.max_chars else None,
-                    f"{n} chars"):
+                    f"{n} chars < {cfg.min_chars} (data.min_chars)" if n < cfg.min_chars
+                    else f"{n} chars > {cfg.max_chars} (data.max_chars)"):
             return None
 
         toks = words(text)
@@ -91,34 +93,46 @@ class Stages:
                 lang, score = langid.detect(text, cfg.langid_backend)
                 bad = lang not in cfg.languages or score < cfg.langid_min_score
                 st.languages_in[lang] += 1
-                if not step("language", text, text, "language" if bad else None, f"{lang} p={score:.2f}"):
+                if not step("language", text, text, "language" if bad else None, f"{lang} p={score:.2f}; kept: {', '.join(cfg.languages)} with p ≥ {cfg.langid_min_score} "
+                                                                      "(data.languages, data.langid_min_score)"):
                     return None
             else:
                 lang = meta.get("lang") or "unknown"
                 st.languages_in[lang] += 1
-            if cfg.gopher.enabled and not step("gopher_quality", text, text, filters.gopher_quality(text, toks, cfg.gopher)):
-                return None
+            if cfg.gopher.enabled:
+                why = filters.gopher_quality(text, toks, cfg.gopher)
+                if not step("gopher_quality", text, text, why, lambda: filters.explain(why, text, toks, cfg.gopher)):
+                    return None
             if cfg.repetition.enabled:
                 wh = word_hashes(toks)
-                if not step("gopher_repetition", text, text, filters.gopher_repetition(text, toks, wh, cfg.repetition)):
+                why = filters.gopher_repetition(text, toks, wh, cfg.repetition)
+                if not step("gopher_repetition", text, text, why, lambda: filters.explain(why, text, toks, cfg.repetition)):
                     return None
             if cfg.c4.enabled:
-                new, reason = filters.c4_lines(text, cfg.c4)
-                if not step("c4", text, new, reason):
+                lines: dict = {}
+                new, reason = filters.c4_lines(text, cfg.c4, lines)
+                if not step("c4", text, new, reason, lambda: f"({field_of(reason)})"):
                     return None
+                st.lines(lines, doc)
                 text = new  # signatures keep the words before line removal: tokenising twice costs 15%
         else:
             st.languages_in[lang] += 1
-            if cfg.code.enabled and not step("code", text, text, filters.code_quality(text, cfg.code)):
-                return None
+            if cfg.code.enabled:
+                why = filters.code_quality(text, cfg.code)
+                if not step("code", text, text, why, lambda: f"({field_of(why)})"):
+                    return None
 
         if cfg.pii:
             new, counts = pii.redact(text, cfg.pii)
+            before = text
             if counts:
                 st.pii.update(counts)
                 st.pii_docs += 1
+                placeholders = sum(n * len(pii.PLACEHOLDERS[k]) for k, n in counts.items())
+                st.pii_bytes_in += utf8_len(text) - utf8_len(new) + placeholders  # the matched text
+                st.pii_bytes_out += placeholders
                 text = new
-            step("pii", text, text, None)
+            step("pii", before, text, None)
 
         if wh is None:  # (words of the text before C4 line removal and PII placeholders)
             wh = word_hashes(toks)

@@ -61,23 +61,43 @@ class PrepareStats:
     lengths_in: Counter = field(default_factory=Counter)
     lengths_out: Counter = field(default_factory=Counter)
     kinds: Counter = field(default_factory=Counter)  # prose / code documents seen
+    # text removed inside kept documents: rule -> {lines, bytes, docs}, with a few examples
+    lines_removed: dict = field(default_factory=dict)
+    line_examples: dict = field(default_factory=dict)  # rule -> [{where, text}]
+    pii_bytes_in: int = 0  # UTF-8 bytes of the PII matches replaced ...
+    pii_bytes_out: int = 0  # ... and of the placeholders that replaced them
     workers: int = 1
     seconds: float = 0.0
 
-    def stage(self, name: str, docs_in: int, bytes_in: int, docs_out: int, bytes_out: int) -> None:
-        s = self.stages.setdefault(name, {"docs_in": 0, "bytes_in": 0, "docs_out": 0, "bytes_out": 0})
+    def stage(self, name: str, docs_in: int, bytes_in: int, docs_out: int, bytes_out: int, bytes_dropped: int = 0) -> None:
+        """Account one stage; `bytes_dropped`: the part of bytes_in - bytes_out that left in
+        removed documents (the rest was changed inside kept ones)."""
+        s = self.stages.setdefault(name, {"docs_in": 0, "bytes_in": 0, "docs_out": 0, "bytes_out": 0, "bytes_dropped": 0})
         s["docs_in"] += docs_in
         s["bytes_in"] += bytes_in
         s["docs_out"] += docs_out
         s["bytes_out"] += bytes_out
+        s["bytes_dropped"] = s.get("bytes_dropped", 0) + bytes_dropped
 
-    def drop(self, reason: str, doc: dict, text: str, detail: str = "") -> None:
+    def drop(self, reason: str, doc: dict, text: str, detail="") -> None:
+        """`detail` may be a callable: computed only for a document kept as an example."""
         self.removed[reason] += 1
         self.removed_bytes[reason] += utf8_len(text)
         ex = self.examples.setdefault(reason, [])
         if len(ex) < EXAMPLES_PER_REASON:
             snippet = " ".join(text[:SNIPPET_CHARS * 2].split())[:SNIPPET_CHARS]
-            ex.append({"where": where(doc), "detail": detail, "text": snippet})
+            ex.append({"where": where(doc), "detail": detail() if callable(detail) else detail, "text": snippet})
+
+    def lines(self, removed: dict, doc: dict) -> None:
+        """Merge one document's line removals ({rule: [lines, bytes, first line]})."""
+        for rule, (n, b, line) in removed.items():
+            r = self.lines_removed.setdefault(rule, {"lines": 0, "bytes": 0, "docs": 0})
+            r["lines"] += n
+            r["bytes"] += b
+            r["docs"] += 1
+            ex = self.line_examples.setdefault(rule, [])
+            if line and len(ex) < EXAMPLES_PER_REASON:
+                ex.append({"where": where(doc), "text": " ".join(line.split())[:SNIPPET_CHARS]})
 
     def merge(self, other: "PrepareStats") -> None:
         self.docs_in += other.docs_in
@@ -85,7 +105,16 @@ class PrepareStats:
         self.docs_out += other.docs_out
         self.bytes_out += other.bytes_out
         for name, s in other.stages.items():
-            self.stage(name, s["docs_in"], s["bytes_in"], s["docs_out"], s["bytes_out"])
+            self.stage(name, s["docs_in"], s["bytes_in"], s["docs_out"], s["bytes_out"], s.get("bytes_dropped", 0))
+        for rule, r in other.lines_removed.items():
+            mine = self.lines_removed.setdefault(rule, {"lines": 0, "bytes": 0, "docs": 0})
+            for k in mine:
+                mine[k] += r[k]
+        for rule, ex in other.line_examples.items():
+            mine = self.line_examples.setdefault(rule, [])
+            mine.extend(ex[: EXAMPLES_PER_REASON - len(mine)])
+        self.pii_bytes_in += other.pii_bytes_in
+        self.pii_bytes_out += other.pii_bytes_out
         for c in ("removed", "removed_bytes", "pii", "languages_in", "languages_out", "lengths_in", "lengths_out", "kinds"):
             getattr(self, c).update(getattr(other, c))
         self.pii_docs += other.pii_docs

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
+from fmforge.errors import InputNotFound, UserError
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 if TYPE_CHECKING:  # encode workers import this module: pydantic would cost them 0.4 s each
@@ -56,9 +57,9 @@ def sample_texts(texts: Iterable[str], max_bytes: int) -> Iterator[str]:
 def train_bpe(texts: Iterable[str], cfg: TokenizerConfig, out_dir: Path) -> Tokenizer:
     """Train on `texts` (streamed; capped at cfg.sample_bytes) and save to `out_dir`."""
     if EOT not in cfg.special_tokens:
-        raise ValueError(f"tokenizer.special_tokens must include the document boundary token {EOT}")
+        raise UserError(f"tokenizer.special_tokens must include the document boundary token {EOT}")
     if cfg.vocab_size < 256 + len(cfg.special_tokens):
-        raise ValueError(f"tokenizer.vocab_size {cfg.vocab_size} leaves no room for merges: "
+        raise UserError(f"tokenizer.vocab_size {cfg.vocab_size} leaves no room for merges: "
                          f"256 byte tokens + {len(cfg.special_tokens)} special tokens are fixed")
     tok = new_tokenizer(cfg)
     trainer = trainers.BpeTrainer(
@@ -68,9 +69,27 @@ def train_bpe(texts: Iterable[str], cfg: TokenizerConfig, out_dir: Path) -> Toke
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(sample_texts(texts, cfg.sample_bytes), trainer=trainer)
+    seen = [0, 0]  # documents, UTF-8 bytes: for the error when there was too little text
+    tok.train_from_iterator(_counted(sample_texts(texts, cfg.sample_bytes), seen), trainer=trainer)
+    got = tok.get_vocab_size()
+    if got < cfg.vocab_size:  # before saving: a tokenizer smaller than asked is not a result
+        from fmforge.errors import DegenerateResult
+
+        fixed = 256 + len(cfg.special_tokens)
+        raise DegenerateResult(
+            f"the tokenizer learned {max(0, got - fixed):,} of the {cfg.vocab_size - fixed:,} merges asked "
+            f"(vocabulary {got:,} of tokenizer.vocab_size={cfg.vocab_size:,}) from {seen[0]:,} documents, "
+            f"{seen[1]:,} bytes of training text (validation documents are left out; pairs must occur "
+            f"tokenizer.min_frequency={cfg.min_frequency} times): lower tokenizer.vocab_size (--vocab-size) or add data")
     save(tok, out_dir)
     return tok
+
+
+def _counted(texts: Iterable[str], seen: list[int]) -> Iterator[str]:
+    for t in texts:
+        seen[0] += 1
+        seen[1] += len(t.encode("utf-8", "surrogatepass"))
+        yield t
 
 
 def save(tok: Tokenizer, out_dir: Path) -> None:
@@ -93,7 +112,7 @@ def tokenizer_file(path: Path) -> Path:
     path = Path(path)
     file = path / "tokenizer.json" if path.is_dir() else path
     if not file.exists():
-        raise FileNotFoundError(f"tokenizer not found: {file}")
+        raise InputNotFound(f"tokenizer not found: {file} (make one with `fmforge tokenizer train`)")
     return file
 
 

@@ -10,23 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fmforge.config import load_recipe
+from fmforge.data.commands import claimed, need
+from fmforge.options import RecipeOpt, SetOpt, recipe_from
 
 app = typer.Typer(help='Train a BPE tokenizer, measure tokenizers, and encode a corpus to token shards.\n\n'
                   'Example: fmforge tokenizer train --data runs/demo/prepare --vocab-size 8192 --out runs/tok8k',
                   no_args_is_help=True)
 console = Console()
-RecipeOpt = typer.Option(None, "--recipe", "-r", help="recipe YAML file or built-in name (default: demo)")
-SetOpt = typer.Option(None, "--set", "-s", help="override one field, e.g. --set tokenizer.digits=1 (repeatable)")
-
-
-def _recipe(recipe, sets):
-    return load_recipe(recipe, sets or [])
-
-
-def _need(path: Path, what: str) -> None:
-    if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path}")
 
 
 @app.command("train")
@@ -51,14 +41,23 @@ def tokenizer_train(data: Path = typer.Option(..., "--data", help="folder of pre
     from fmforge.tokenizer.encode import is_validation
     from fmforge.tokenizer.sample import sample_docs
 
-    r = _recipe(recipe, set_)
+    from fmforge.data.documents import check_shards
+    from fmforge.tokenizer.encode import check_split
+
+    r = recipe_from(recipe, set_)
     upd = {k: v for k, v in {"vocab_size": vocab_size, "sample_bytes": sample_bytes, "digits": digits,
                              "normalize": normalize}.items() if v is not None}
-    cfg = r.tokenizer.model_validate({**r.tokenizer.model_dump(), **upd})  # validates the options too
-    _need(data, "data folder")
+    try:
+        cfg = r.tokenizer.model_validate({**r.tokenizer.model_dump(), **upd})  # validates the options too
+    except ValueError as e:  # pydantic's ValidationError: a bad option value
+        raise typer.BadParameter(str(e).splitlines()[-1] if str(e) else "invalid option") from None
+    check_shards(need(data, "data folder"), "tokenizer training data")
+    if not all_docs:
+        check_split(data, r.data.val_fraction, r.data.split_seed)
     exclude = None if all_docs else (lambda i: is_validation(i, r.data.val_fraction, r.data.split_seed))
     t0 = time.perf_counter()
-    tok = train_bpe(sample_docs(data, cfg.sample_bytes, exclude=exclude), cfg, out)
+    with claimed(out, "tokenizer train", [data]):
+        tok = train_bpe(sample_docs(data, cfg.sample_bytes, exclude=exclude), cfg, out)
     console.print(f"vocabulary {tok.get_vocab_size():,} in {time.perf_counter() - t0:.1f}s → {out / 'tokenizer.json'}")
 
 
@@ -77,12 +76,17 @@ def tokenizer_encode(tokenizer: Path = typer.Option(..., "--tokenizer", help="fo
     """
     from fmforge.tokenizer.encode import encode_corpus
 
-    r = _recipe(recipe, set_)
-    _need(data, "data folder")
+    from fmforge.data.documents import check_shards
+    from fmforge.tokenizer.bpe import tokenizer_file
+
+    r = recipe_from(recipe, set_)
+    tokenizer_file(need(tokenizer, "tokenizer"))
+    check_shards(need(data, "data folder"), "encode input")
     t0 = time.perf_counter()
-    s = encode_corpus(tokenizer, data, out, r.data.val_fraction, r.data.split_seed,
-                      workers=r.tokenizer.workers if workers is None else workers,
-                      chunk_bytes=r.tokenizer.chunk_bytes, fast=fast, verbose=True)
+    with claimed(out, "tokenizer encode", [data, tokenizer]):
+        s = encode_corpus(tokenizer, data, out, r.data.val_fraction, r.data.split_seed,
+                          workers=r.tokenizer.workers if workers is None else workers,
+                          chunk_bytes=r.tokenizer.chunk_bytes, fast=fast, verbose=True)
     secs = time.perf_counter() - t0
     console.print_json(json.dumps({**s.__dict__, "seconds": secs, "MB_per_s": s.bytes / 1e6 / max(secs, 1e-9)}))
 
@@ -101,8 +105,12 @@ def tokenizer_report(tokenizer: List[Path] = typer.Option(..., "--tokenizer", "-
     """
     from fmforge.tokenizer.report import measure, table_rows
 
+    from fmforge.tokenizer.bpe import tokenizer_file
+
     for p in tokenizer:
-        _need(p, "tokenizer")
+        tokenizer_file(need(p, "tokenizer"))
+    for p in data:
+        need(p, "data")
     reports = measure(tokenizer, data, max_bytes)
     head, rows = table_rows(reports)
     table = Table(*head)

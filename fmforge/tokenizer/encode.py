@@ -30,7 +30,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
-from fmforge.data.documents import shard_paths
+from fmforge.data.documents import check_shards, iter_batches, shard_paths
+from fmforge.errors import DegenerateResult
 from fmforge.tokenizer.bpe import EOT, tokenizer_file
 from fmforge.tokenizer.fast import Encoder
 from fmforge.tokenizer.shards import dtype_for, write_arrays
@@ -47,6 +48,33 @@ CHECK_BYTES = 256 << 10  # corpus text checked fast-vs-HF before encoding
 
 def is_validation(doc_id: str, val_fraction: float, seed: int = 0) -> bool:
     return xxhash.xxh64_intdigest(doc_id.encode(), seed=seed) % SPLIT_BUCKETS < val_fraction * SPLIT_BUCKETS
+
+
+def split_counts(docs_dir: Path, val_fraction: float, seed: int = 0) -> tuple[int, int]:
+    """(train documents, validation documents) of the split, reading only ids."""
+    val = total = 0
+    for path in shard_paths(docs_dir):
+        for batch in iter_batches(path, ("id",) if "id" in pq.read_schema(path).names else ("id", "text"), 4096):
+            ids = batch.column("id").to_pylist()
+            total += len(ids)
+            val += sum(is_validation(i, val_fraction, seed) for i in ids)
+    return total - val, val
+
+
+def check_split(docs_dir: Path, val_fraction: float, seed: int = 0) -> tuple[int, int]:
+    """DegenerateResult when the split leaves no training or (val_fraction > 0) no
+    validation document: the numbers, and data.val_fraction as the fix."""
+    train, val = split_counts(docs_dir, val_fraction, seed)
+    if not train + val:
+        raise DegenerateResult(f"{docs_dir} holds no documents: run `fmforge data prepare` on a collected corpus")
+    if not train or (val_fraction > 0 and not val):
+        side = "training" if not train else "validation"
+        raise DegenerateResult(
+            f"the train/validation split of {train + val:,} documents with data.val_fraction={val_fraction:g} leaves "
+            f"no {side} document ({train:,} train, {val:,} validation): "
+            + ("lower data.val_fraction" if not train else "raise data.val_fraction (or set it to 0 to train without "
+               "validation)") + ", or add documents")
+    return train, val
 
 
 @dataclass
@@ -92,7 +120,7 @@ def iter_chunks(docs_dir: Path, chunk_bytes: int) -> Iterator[pa.Table]:
     parts: list[pa.RecordBatch] = []
     size = 0
     for path in shard_paths(docs_dir):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=256, columns=["id", "text"]):
+        for batch in iter_batches(path, ("id", "text"), batch_size=256):
             cum = np.cumsum(pc.binary_length(batch.column("text")).to_numpy(zero_copy_only=False), dtype=np.int64)
             start = 0
             while start < batch.num_rows:
@@ -207,6 +235,8 @@ def encode_corpus(tok: Union[str, Path, "Tokenizer"], docs_dir: Path, out_dir: P
     `tok` is a HF `Tokenizer`, a tokenizer.json path or its folder. `workers=0`: every core.
     """
     out_dir = Path(out_dir)
+    check_shards(docs_dir, "encode input")
+    check_split(docs_dir, val_fraction, seed)  # before any output: a split without one side is no corpus
     out_dir.mkdir(parents=True, exist_ok=True)
     tok_json = tok.to_str() if hasattr(tok, "to_str") else tokenizer_file(tok).read_text(encoding="utf-8")
     chunks = iter_chunks(docs_dir, chunk_bytes)
@@ -240,7 +270,9 @@ def encode_corpus(tok: Union[str, Path, "Tokenizer"], docs_dir: Path, out_dir: P
     stats = EncodeStats(encoder=enc.kind)
     for i in sorted(records):
         stats.add(records[i])
-    (out_dir / "stats.json").write_text(json.dumps(stats.__dict__, indent=2))
+    tmp = out_dir / f".stats.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(stats.__dict__, indent=2))
+    os.replace(tmp, out_dir / "stats.json")
     return stats
 
 

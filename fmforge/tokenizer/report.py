@@ -71,20 +71,29 @@ def iter_texts(paths: Sequence[Path], max_bytes: Optional[int] = None) -> Iterat
     """(source, document label, text) from prepared Parquet folders/files, JSONL(.gz/.zst) or
     text files; at most about `max_bytes` of text from each path."""
     from fmforge.data.collect import CollectStats
-    from fmforge.data.documents import read_docs
+    from fmforge.data.documents import check_shards, read_docs
+    from fmforge.data.formats import DataError, format_of
     from fmforge.data.readers import iter_file
+    from fmforge.errors import InputNotFound
 
     for path in map(Path, paths):
         total = 0
         if not path.exists():
-            raise FileNotFoundError(f"data not found: {path}")
-        name = path.name.lower()
-        if path.is_dir() or name.endswith(".parquet"):
+            raise InputNotFound(f"data not found: {path}")
+        if path.is_dir() or format_of(path.name) == "parquet":
+            check_shards(path, "report data")
             docs = ((Path(d["source"]).name, _label(d), d["text"]) for d in read_docs(path))
-        elif any(name.endswith(s) for s in (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson", ".json.gz")):
-            docs = ((path.name, _label(d), d["text"]) for d in iter_file(path, CollectStats()))
+        elif format_of(path.name) == "jsonl":
+            docs = ((path.name, _label(d), d["text"]) for d in iter_file(path, CollectStats(strict=True)))
         else:
-            docs = iter([(path.name, str(path), path.read_text(encoding="utf-8"))])
+            raw = path.read_bytes()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}: not UTF-8 text (byte {e.start}); give text, JSONL or prepared Parquet") from None
+            if "\0" in text[:8192]:
+                raise DataError(f"{path}: binary file, not text; give text, JSONL or prepared Parquet")
+            docs = iter([(path.name, str(path), text)])
         for source, label, text in docs:
             yield source, label, text
             total += len(text)

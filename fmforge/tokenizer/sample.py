@@ -13,17 +13,16 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import xxhash
 
-from fmforge.data.documents import shard_paths
+from fmforge.data.documents import check_shards, iter_batches
 
 SAMPLE_SEED = 0x70C  # independent of the split seed: the sample is not the split
 
 
 def _batches(docs_dir: Path, columns: list[str]):
-    for path in shard_paths(docs_dir):
-        yield from pq.ParquetFile(path).iter_batches(batch_size=1024, columns=columns)
+    for path in check_shards(docs_dir, "tokenizer training data"):
+        yield from iter_batches(path, tuple(columns), batch_size=1024)  # ids filled in for a user's Parquet
 
 
 def choose(keys: np.ndarray, sizes: np.ndarray, budget: int) -> np.ndarray:
