@@ -35,7 +35,7 @@ from typing import Callable, Iterator
 
 from fmforge import __version__
 from fmforge.config import Recipe
-from fmforge.errors import DegenerateResult, UserError
+from fmforge.errors import UserError
 from fmforge.outputs import atomic_write_text, locked
 
 STAGES = ["collect", "prepare", "tokenizer", "train", "eval", "sample"]
@@ -320,12 +320,7 @@ class Pipeline:
         from fmforge.data.prepare import prepare
 
         def fn(out: Path, decision: str) -> dict:  # the data card summary (full card: prepare/datacard.md)
-            s = summary(prepare(self.stage_dir("collect"), out, self.recipe.data))
-            if not s["docs_out"]:
-                reasons = ", ".join(f"{k}: {v}" for k, v in sorted(s["removed"].items(), key=lambda kv: -kv[1]))
-                raise DegenerateResult(f"prepare kept none of the {s['docs_in']} collected documents "
-                                       f"({reasons or 'none collected'}); see {out / 'datacard.md'} for examples")
-            return s
+            return summary(prepare(self.stage_dir("collect"), out, self.recipe.data))  # raises on too little kept
 
         return self.run_stage("prepare", fn)
 
