@@ -397,3 +397,20 @@ def test_estimate_takes_the_shared_recipe_options(tmp_path):
     # --set works like every other verb's (fmforge.options), on the recipe's cost section
     r = cli_json("estimate", "--recipe", "demo", "--tokens", "1e9", "--set", "cost.gpus=4", "--set", "cost.gpu=h100")
     assert r["gpus"] == 4 and r["accelerator"]["name"] == "h100-sxm"
+
+
+@pytest.mark.parametrize("flag", ["--phases", "--catalog", "--from-bench", "--from-run"])
+def test_binary_input_files_are_named_not_a_traceback(tmp_path, flag):
+    f = tmp_path / "binary.yaml"
+    f.write_bytes(bytes(range(256)) * 8)
+    if flag == "--from-run":
+        (tmp_path / "metrics.jsonl").write_bytes(bytes(range(256)) * 8)
+        args = EST + ["--from-run", str(tmp_path)]
+    elif flag == "--from-bench":
+        args = ["serve", "--from-bench", str(f), "--price", "1"]
+    else:
+        args = (["estimate", "--phases", str(f)] if flag == "--phases" else EST + ["--catalog", str(f)])
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    where = str(tmp_path / "metrics.jsonl") if flag == "--from-run" else str(f)
+    assert where in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr

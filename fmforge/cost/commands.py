@@ -23,7 +23,7 @@ from fmforge.cost import estimate as est
 from fmforge.cost.checks import CostError, count
 from fmforge.cost.plan import human_count
 from fmforge.errors import UserError
-from fmforge.hardware import get, load_catalog
+from fmforge.hardware import get, load_catalog, user_catalog_path
 from fmforge.options import SetOpt, recipe_from
 
 app = typer.Typer(help="Know the bill before you spend it: training cost, memory, budget plan, serving cost.\n\n"
@@ -64,6 +64,9 @@ def _guard(fn):
 def _catalog(path: Optional[Path]) -> dict:
     try:
         return load_catalog(path)
+    except UnicodeDecodeError:
+        raise CostError(f"--catalog: hardware catalog {path or user_catalog_path()} is not text (not UTF-8): "
+                        "expected YAML") from None
     except ValueError as e:  # fmforge.hardware reports an unusable catalog file as ValueError
         raise CostError(f"--catalog: {e}") from None
 

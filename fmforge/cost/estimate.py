@@ -130,6 +130,8 @@ def load_phases(path: str | Path, catalog: dict) -> list[Phase]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise CostError(f"cannot read phases file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise CostError(f"phases file {path} is not text (not UTF-8): expected YAML") from None
     except yaml.YAMLError as e:
         raise CostError(f"phases file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     items = data.get("phases") if isinstance(data, dict) else None
@@ -164,11 +166,11 @@ def read_run_mfu(run_dir: str | Path) -> tuple[float, int, Path]:
     if path is None:
         raise CostError(f"--from-run {run_dir}: no train/metrics.jsonl or metrics.jsonl there")
     steps = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for line in f:
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
+            except ValueError:  # JSONDecodeError, UnicodeDecodeError
                 continue  # a line cut short by a killed run
             if isinstance(row, dict) and isinstance(row.get("mfu"), (int, float)) and row["mfu"] > 0:
                 steps.append((row.get("step", len(steps)), float(row["mfu"])))

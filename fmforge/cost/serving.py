@@ -47,6 +47,8 @@ def load_bench(path: str | Path) -> list[dict]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise CostError(f"cannot read bench file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise CostError(f"bench file {path} is not text (not UTF-8): expected JSON") from None
     except json.JSONDecodeError as e:
         raise CostError(f"bench file {path} is not valid JSON: {e}") from None
     shared: dict = {}
