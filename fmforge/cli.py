@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fmforge.config import recipe_to_yaml
@@ -179,7 +180,10 @@ def main() -> None:
     except TrainingInterrupted as e:  # the trainer said where its checkpoint is
         sys.exit(e.exit_code)
     except UserError as e:
-        err.print(f"[bold red]error:[/bold red] {e}", markup=True, highlight=False)
+        # soft_wrap: one line however long (rich wraps at 80 columns when piped); escape: a
+        # message quoting "phases[0]" or a file name with brackets is text, not markup
+        err.print(f"[bold red]error:[/bold red] {escape(' '.join(str(e).split()))}", markup=True, highlight=False,
+                  soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")

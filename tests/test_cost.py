@@ -286,3 +286,131 @@ def test_docs_tables_match_the_code():
     doc = (ROOT / "docs" / "cost.md").read_text(encoding="utf-8")
     assert published.markdown_table() in doc, "regenerate with: python -m fmforge.cost.published"
     assert hardware.markdown_table() in doc
+
+
+# ---------------------------------------------------------------- every numeric input is checked
+
+EST = ["estimate", "--params", "7e9", "--tokens", "1e12", "--gpu", "h100"]
+PLAN = ["plan", "--budget-usd", "50000", "--gpu", "h100"]
+
+
+@pytest.mark.parametrize("args, flag", [
+    (EST + ["--gpus", "0"], "--gpus"),
+    (EST + ["--gpus", "-3"], "--gpus"),
+    (EST + ["--price", "-3"], "--price"),
+    (EST + ["--price", "nan"], "--price"),
+    (EST + ["--mfu", "0"], "--mfu"),
+    (EST + ["--mfu", "1.5"], "--mfu"),
+    (EST + ["--days", "0"], "--days"),
+    (EST + ["--days", "inf"], "--days"),
+    (EST + ["--budget-usd", "-5"], "--budget-usd"),
+    (EST + ["--pue", "0.5"], "--pue"),
+    (EST + ["--grid", "-1"], "--grid"),
+    (EST + ["--seq-len", "0"], "--seq-len"),
+    (EST + ["--micro-batch", "0"], "--micro-batch"),
+    (EST + ["--sharding", "zero9"], "--sharding"),
+    (["estimate", "--params", "7e9", "--tokens", "0", "--gpu", "h100"], "--tokens"),
+    (["estimate", "--params", "0", "--tokens", "1e12", "--gpu", "h100"], "--params"),
+    (["estimate", "--preset", "llama-7b", "--tokens", "1e12", "--gpu", "h100", "--seq-len", "-1"], "--seq-len"),
+    (PLAN + ["--gpus", "0"], "--gpus"),
+    (PLAN + ["--gpus", "-3"], "--gpus"),
+    (PLAN + ["--price", "-3"], "--price"),
+    (PLAN + ["--price", "0"], "--price"),
+    (PLAN + ["--mfu", "2"], "--mfu"),
+    (PLAN + ["--lora-rank", "0"], "--lora-rank"),
+    (PLAN + ["--base-tokens", "0"], "--base-tokens"),
+    (PLAN + ["--finetune-tokens", "0"], "--finetune-tokens"),
+    (PLAN + ["--base-params", "0"], "--base-params"),
+    (["plan", "--budget-usd", "0", "--gpu", "h100"], "--budget-usd"),
+    (["plan", "--budget-usd", "nan", "--gpu", "h100"], "--budget-usd"),
+], ids=lambda x: " ".join(x[:1] + x[-2:]) if isinstance(x, list) else "")
+def test_impossible_numbers_are_refused_naming_the_flag(args, flag):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert flag in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert res.stdout == ""
+
+
+@pytest.mark.parametrize("price, utilization, devices, flag", [
+    ("-1", "1", 1, "--price"), ("1", "0", 1, "--utilization"), ("1", "1.5", 1, "--utilization"),
+    ("1", "1", 0, "devices"),
+])
+def test_serve_refuses_impossible_numbers(tmp_path, price, utilization, devices, flag):
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"tokens_per_s": 100.0, "devices": devices}))
+    res = runner.invoke(app, ["serve", "--from-bench", str(bench), "--price", price, "--utilization", utilization])
+    assert res.exit_code == 2 and flag in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.output
+
+
+def test_library_functions_check_their_inputs_too():
+    h100 = hardware.get("h100")
+    spec = est.model_from_params(7e9)
+    for kwargs, flag in [({"gpus": 0}, "--gpus"), ({"price": -3}, "--price"), ({"tokens": 0}, "--tokens"),
+                         ({"tokens": -1e9}, "--tokens"), ({"mfu": 0.0}, "--mfu")]:
+        args = {"model": spec, "tokens": 1e12, "acc": h100, "gpus": 8, **kwargs}
+        with pytest.raises(CostError, match=flag):
+            est.estimate(**args)
+    with pytest.raises(CostError, match="--gpus"):
+        plan.plan(5e4, h100, 0, spec, 1e12, 1e8)
+    with pytest.raises(CostError, match="--gpus"):
+        plan.plan(5e4, h100, -3, spec, 1e12, 1e8)
+    with pytest.raises(CostError, match="--price"):
+        plan.plan(5e4, h100, 8, spec, 1e12, 1e8, price=-3)
+    with pytest.raises(CostError, match="--params"):
+        est.model_from_params(-1)
+
+
+def test_phase_devices_must_be_whole_and_positive(tmp_path):
+    f = tmp_path / "p.yaml"
+    for devices in ("0.5", "0", "-2"):
+        f.write_text(f"phases:\n  - {{accelerator: tpu-v4, devices: {devices}, hours: 5}}\n")
+        res = runner.invoke(app, ["estimate", "--phases", str(f)])
+        assert res.exit_code == 2 and "phases[0].devices" in res.stderr, res.output
+
+
+def test_a_bug_inside_a_cost_command_keeps_its_traceback(monkeypatch):
+    # A programming error is not the user's fault: it must not become a tidy "error:" line.
+    def broken(*a, **k):
+        raise ValueError("a bug, not bad input")
+    monkeypatch.setattr(est, "estimate", broken)
+    res = runner.invoke(app, EST)
+    assert res.exit_code != 2 and isinstance(res.exception, ValueError)
+    assert "error:" not in res.stderr
+
+
+def test_bad_catalog_is_named_and_one_line(tmp_path):
+    f = tmp_path / "hw.yaml"
+    f.write_text("accelerators: [1, 2")
+    res = runner.invoke(app, EST + ["--catalog", str(f)])
+    assert res.exit_code == 2 and str(f) in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.output
+
+
+def test_real_cli_gpus_0_is_one_line_exit_2():
+    res = subprocess.run([sys.executable, "-m", "fmforge", "cost", "plan", "--budget-usd", "1000", "--gpus", "0"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 2, res.stderr
+    assert "--gpus" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_estimate_takes_the_shared_recipe_options(tmp_path):
+    # --set works like every other verb's (fmforge.options), on the recipe's cost section
+    r = cli_json("estimate", "--recipe", "demo", "--tokens", "1e9", "--set", "cost.gpus=4", "--set", "cost.gpu=h100")
+    assert r["gpus"] == 4 and r["accelerator"]["name"] == "h100-sxm"
+
+
+@pytest.mark.parametrize("flag", ["--phases", "--catalog", "--from-bench", "--from-run"])
+def test_binary_input_files_are_named_not_a_traceback(tmp_path, flag):
+    f = tmp_path / "binary.yaml"
+    f.write_bytes(bytes(range(256)) * 8)
+    if flag == "--from-run":
+        (tmp_path / "metrics.jsonl").write_bytes(bytes(range(256)) * 8)
+        args = EST + ["--from-run", str(tmp_path)]
+    elif flag == "--from-bench":
+        args = ["serve", "--from-bench", str(f), "--price", "1"]
+    else:
+        args = (["estimate", "--phases", str(f)] if flag == "--phases" else EST + ["--catalog", str(f)])
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    where = str(tmp_path / "metrics.jsonl") if flag == "--from-run" else str(f)
+    assert where in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr

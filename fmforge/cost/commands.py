@@ -1,7 +1,8 @@
 """`fmforge cost ...`: estimate, plan, serve (mounted by fmforge.cli).
 
 Every command prints a rich table on a terminal and one JSON object with --json. Input it
-cannot use (unknown GPU, unreadable file, missing field) is one line on stderr and exit code 2.
+cannot use (unknown GPU, unreadable file, missing field, an impossible number) is a UserError:
+one line on stderr and exit code 2. Every other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -11,17 +12,19 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from fmforge.config import CostConfig, RecipeError, load_recipe
+from fmforge.config import CostConfig
 from fmforge.cost import estimate as est
-from fmforge.cost.estimate import CostError
+from fmforge.cost.checks import CostError, count
 from fmforge.cost.plan import human_count
-from fmforge.hardware import get, load_catalog
+from fmforge.errors import UserError
+from fmforge.hardware import get, load_catalog, user_catalog_path
+from fmforge.options import SetOpt, recipe_from
 
 app = typer.Typer(help="Know the bill before you spend it: training cost, memory, budget plan, serving cost.\n\n"
                        "Example: fmforge cost estimate --preset llama-65b --tokens 1.4T --gpu a100-80gb --gpus 2048",
@@ -45,22 +48,27 @@ def _count(text: Optional[str], flag: str) -> Optional[float]:
 
 
 def _guard(fn):
-    """User errors become one line on stderr and exit 2, never a traceback."""
+    """A UserError becomes one line on stderr and exit 2, also when this app runs on its own
+    (typer's entry, CliRunner) rather than under fmforge.cli.main. Nothing else is caught:
+    a ValueError or KeyError from a bug keeps its traceback."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (CostError, RecipeError, ValueError, OSError) as e:
-            message = str(e)
-        except KeyError as e:
-            message = str(e.args[0]) if e.args else "unknown key"
-        print(f"error: {' '.join(message.split())}", file=sys.stderr)
-        raise typer.Exit(2)
+        except UserError as e:
+            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+            raise typer.Exit(2)
     return wrapper
 
 
 def _catalog(path: Optional[Path]) -> dict:
-    return load_catalog(path)
+    try:
+        return load_catalog(path)
+    except UnicodeDecodeError:
+        raise CostError(f"--catalog: hardware catalog {path or user_catalog_path()} is not text (not UTF-8): "
+                        "expected YAML") from None
+    except ValueError as e:  # fmforge.hardware reports an unusable catalog file as ValueError
+        raise CostError(f"--catalog: {e}") from None
 
 
 def _accelerator(name: str, catalog: dict):
@@ -113,6 +121,7 @@ def _json_default(x):
 @_guard
 def estimate_cmd(
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="recipe YAML or built-in name: model, tokens and cost section"),
+    set_: Optional[List[str]] = SetOpt,
     preset: Optional[str] = typer.Option(None, "--preset", help="model preset, e.g. llama-65b"),
     params: Optional[str] = typer.Option(None, "--params", help="parameter count, e.g. 65.2e9 or 65.2B (no shape: FLOPs = 6ND)"),
     tokens: Optional[str] = typer.Option(None, "--tokens", help="training tokens, e.g. 1.4e12 or 1.4T"),
@@ -141,27 +150,30 @@ def estimate_cmd(
       fmforge cost estimate --preset llama-7b --gpu h100 --gpus 8 --budget-usd 50000 --json
     """
     cat = _catalog(catalog)
-    r = load_recipe(recipe) if recipe else None
+    r = recipe_from(recipe, set_) if recipe or set_ else None
     cost = r.cost if r else CostConfig()
     if preset and params:
         raise CostError("give --preset or --params, not both")
     if mfu is not None and from_run is not None:
         raise CostError("give --mfu or --from-run, not both")
-    b = micro_batch or (r.train.micro_batch if r and not (preset or params) else 1)
-    if micro_batch is not None and micro_batch < 1:
-        raise CostError(f"--micro-batch must be at least 1, got {micro_batch}")
+    for value, flag in ((seq_len, "--seq-len"), (micro_batch, "--micro-batch")):
+        if value is not None:  # checked here too: without a model they would go unused, unchecked
+            count(value, flag)
+    b = micro_batch if micro_batch is not None else (r.train.micro_batch if r and not (preset or params) else 1)
     if preset:
         model = est.model_from_preset(preset, seq_len, b)
     elif params:
         model = est.model_from_params(_count(params, "--params"), seq_len, b)
     elif r:
         model = est.model_from_recipe(r)
-        if seq_len:
+        if seq_len is not None:
             model = est.model_from_config(model.cfg.model_copy(update={"context_length": seq_len}), model.label, b)
         model.micro_batch = b
     else:
         model = None
-    n_tokens = _count(tokens, "--tokens") or (est.recipe_tokens(r) if r and not (preset or params) else None)
+    n_tokens = _count(tokens, "--tokens")  # 0 is refused by est.estimate, not replaced by the recipe's
+    if n_tokens is None and r and not (preset or params):
+        n_tokens = est.recipe_tokens(r)
     if r and model is not None and not n_tokens and days is None and budget_usd is None and phases is None:
         raise CostError(f"recipe {r.name} sets no token count (train.max_tokens or train.max_steps): pass --tokens")
     acc = _accelerator(gpu or cost.gpu, cat)
@@ -170,7 +182,7 @@ def estimate_cmd(
     if from_run is not None:
         mfu, n_steps, path = est.read_run_mfu(from_run)
         mfu_source = f"measured: median of the last {n_steps} steps of {path}"
-    result = est.estimate(model, n_tokens, acc, gpus or cost.gpus, mfu=mfu, mfu_source=mfu_source,
+    result = est.estimate(model, n_tokens, acc, gpus if gpus is not None else cost.gpus, mfu=mfu, mfu_source=mfu_source,
                           price=price if price is not None else cost.price_per_hour, days=days,
                           budget_usd=budget_usd, phases=est.load_phases(phases, cat) if phases else None,
                           pue=pue, grid_kg_per_kwh=grid, sharding=sharding)
@@ -247,7 +259,7 @@ def plan_cmd(
     from fmforge.cost.plan import plan
 
     acc = _accelerator(gpu, _catalog(catalog))
-    base = (est.model_from_params(_count(base_params, "--base-params")) if base_params
+    base = (est.model_from_params(_count(base_params, "--base-params"), flag="--base-params") if base_params
             else est.model_from_preset(base_preset))
     result = plan(budget_usd, acc, gpus, base, _count(base_tokens, "--base-tokens"),
                   _count(finetune_tokens, "--finetune-tokens"), mfu=mfu, price=price, lora_rank=lora_rank)

@@ -8,15 +8,14 @@
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from fmforge.errors import UserError
 from fmforge.config import ModelConfig, Recipe
+from fmforge.cost.checks import CostError, at_least, count, fraction, non_negative, positive
 from fmforge.cost.memory import memory_report
 from fmforge.cost.published import mfu_prior
 from fmforge.hardware import Accelerator, get, identify
@@ -29,10 +28,6 @@ from fmforge.model.presets import PRESETS
 DEFAULT_PUE = 1.1
 DEFAULT_GRID_KG_PER_KWH = 0.385
 PARAMS_ONLY_SEQ_LEN = 2048  # activation estimate when only a parameter count is known
-
-
-class CostError(UserError):
-    """Input the estimator cannot use; the message is one line that names it."""
 
 
 @dataclass
@@ -59,14 +54,17 @@ _PALM = "6·N·D + 12·L·d·T·D (PaLM: N non-embedding params incl. output hea
 
 
 def model_from_config(cfg: ModelConfig, label: str, micro_batch: int = 1) -> ModelSpec:
+    micro_batch = count(micro_batch, "--micro-batch")
     return ModelSpec(label, count_params(cfg).total, flops_per_token(cfg), _PALM, cfg, False, micro_batch)
 
 
 def model_from_preset(name: str, seq_len: int | None = None, micro_batch: int = 1) -> ModelSpec:
     if name not in PRESETS:
-        raise CostError(f"unknown preset '{name}'; known: {', '.join(PRESETS)}")
+        raise CostError(f"--preset: unknown preset '{name}'; known: {', '.join(PRESETS)}")
+    micro_batch = count(micro_batch, "--micro-batch")
     cfg = ModelConfig(**PRESETS[name])
-    if seq_len:
+    if seq_len is not None:
+        seq_len = count(seq_len, "--seq-len")
         cfg = cfg.model_copy(update={"context_length": seq_len})
     return model_from_config(cfg, f"preset {name}", micro_batch)
 
@@ -83,10 +81,12 @@ def infer_shape(n_params: float, seq_len: int) -> ModelConfig:
                        context_length=seq_len, tie_embeddings=False)
 
 
-def model_from_params(n_params: float, seq_len: int | None = None, micro_batch: int = 1) -> ModelSpec:
-    if not n_params or n_params <= 0:
-        raise CostError(f"--params must be positive, got {n_params}")
-    cfg = infer_shape(n_params, seq_len or PARAMS_ONLY_SEQ_LEN)
+def model_from_params(n_params: float, seq_len: int | None = None, micro_batch: int = 1,
+                      flag: str = "--params") -> ModelSpec:
+    n_params = positive(n_params, flag)
+    micro_batch = count(micro_batch, "--micro-batch")
+    seq_len = PARAMS_ONLY_SEQ_LEN if seq_len is None else count(seq_len, "--seq-len")
+    cfg = infer_shape(n_params, seq_len)
     # Without a shape the attention term is unknown, so FLOPs are the plain 6·N·D.
     return ModelSpec(f"{n_params / 1e9:.4g}B params", int(n_params), 6.0 * n_params,
                      "6·N·D (no shape given: attention term omitted)", cfg, True, micro_batch)
@@ -130,6 +130,8 @@ def load_phases(path: str | Path, catalog: dict) -> list[Phase]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise CostError(f"cannot read phases file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise CostError(f"phases file {path} is not text (not UTF-8): expected YAML") from None
     except yaml.YAMLError as e:
         raise CostError(f"phases file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     items = data.get("phases") if isinstance(data, dict) else None
@@ -150,21 +152,11 @@ def load_phases(path: str | Path, catalog: dict) -> list[Phase]:
             acc = get(str(item["accelerator"]), catalog)
         except KeyError as e:
             raise CostError(f"{where}: {e.args[0]}") from None
-        devices, hours = _number(item["devices"], f"{where}.devices"), _number(item["hours"], f"{where}.hours")
-        price = _number(item["price"], f"{where}.price", allow_zero=True) if item.get("price") is not None \
+        devices, hours = count(item["devices"], f"{where}.devices"), positive(item["hours"], f"{where}.hours")
+        price = non_negative(item["price"], f"{where}.price") if item.get("price") is not None \
             else acc.usd_per_hour
-        phases.append(Phase(acc, int(devices), hours, price))
+        phases.append(Phase(acc, devices, hours, price))
     return phases
-
-
-def _number(value, where: str, allow_zero: bool = False) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise CostError(f"{where}: expected a number, got {value!r}") from None
-    if not math.isfinite(x) or x < 0 or (x == 0 and not allow_zero):
-        raise CostError(f"{where}: must be positive, got {value!r}")
-    return x
 
 
 def read_run_mfu(run_dir: str | Path) -> tuple[float, int, Path]:
@@ -174,11 +166,11 @@ def read_run_mfu(run_dir: str | Path) -> tuple[float, int, Path]:
     if path is None:
         raise CostError(f"--from-run {run_dir}: no train/metrics.jsonl or metrics.jsonl there")
     steps = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for line in f:
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
+            except ValueError:  # JSONDecodeError, UnicodeDecodeError
                 continue  # a line cut short by a killed run
             if isinstance(row, dict) and isinstance(row.get("mfu"), (int, float)) and row["mfu"] > 0:
                 steps.append((row.get("step", len(steps)), float(row["mfu"])))
@@ -208,12 +200,14 @@ def estimate(model: ModelSpec | None, tokens: float | None, acc: Accelerator, gp
     """One JSON-ready dict; which inputs are given picks the mode (forward, days, budget, phases)."""
     if sum(x is not None for x in (days, budget_usd, phases)) > 1:
         raise CostError("give at most one of --days, --budget-usd, --phases")
-    if gpus < 1:
-        raise CostError(f"--gpus must be at least 1, got {gpus}")
-    if mfu is not None and not 0 < mfu <= 1:
-        raise CostError(f"--mfu must be in (0, 1], got {mfu}")
+    gpus = count(gpus, "--gpus")
+    mfu = None if mfu is None else fraction(mfu, "--mfu")
+    tokens = None if tokens is None else positive(tokens, "--tokens")
+    days = None if days is None else positive(days, "--days")
+    budget_usd = None if budget_usd is None else positive(budget_usd, "--budget-usd")
+    pue, grid_kg_per_kwh = at_least(pue, 1.0, "--pue"), non_negative(grid_kg_per_kwh, "--grid")
     prior = mfu_prior()
-    price = acc.usd_per_hour if price is None else price
+    price = acc.usd_per_hour if price is None else non_negative(price, "--price")
     out: dict = {"model": model.to_dict() if model else None, "tokens": tokens,
                  "flops_per_token": model.flops_per_token if model else None, "formula": model.formula if model else None,
                  "accelerator": accelerator_dict(acc), "gpus": gpus, "price_per_hour": price,
@@ -224,8 +218,8 @@ def estimate(model: ModelSpec | None, tokens: float | None, acc: Accelerator, gp
     if budget_usd is not None:
         if model is None:
             raise CostError("--budget-usd needs a model: --preset, --recipe or --params")
-        if budget_usd <= 0 or price <= 0:
-            raise CostError("--budget-usd and the price must be positive")
+        if price <= 0:
+            raise CostError(f"--price must be positive to turn --budget-usd into tokens, got {price}")
         m = mfu or prior.median
         device_hours = budget_usd / price
         tokens = device_hours * 3600 * peak * m / model.flops_per_token
@@ -252,8 +246,6 @@ def estimate(model: ModelSpec | None, tokens: float | None, acc: Accelerator, gp
         acc, gpus = phases[0].accelerator, phases[0].devices  # memory is shown for the first phase
         out["accelerator"], out["price_per_hour"] = accelerator_dict(acc), None
     elif days is not None:
-        if days <= 0:
-            raise CostError(f"--days must be positive, got {days}")
         device_hours, wall_hours = gpus * days * 24, days * 24
         flops = model.flops_per_token * tokens if model and tokens else None
         out.update(mode="days", mfu=flops / (device_hours * 3600 * peak) if flops else None,

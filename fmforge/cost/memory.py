@@ -23,6 +23,7 @@ import math
 from typing import TYPE_CHECKING
 
 from fmforge.config import ModelConfig
+from fmforge.cost.checks import CostError
 from fmforge.hardware import Accelerator
 from fmforge.model.flops import count_params
 
@@ -94,7 +95,7 @@ def memory_report(model: "ModelSpec", acc: Accelerator, devices: int, sharding: 
     """Every sharding with and without checkpointing, and the one chosen for `per_device_gb`."""
     chosen = ("none" if devices == 1 else "fsdp") if sharding == "auto" else sharding
     if chosen not in SHARDINGS:
-        raise ValueError(f"unknown sharding '{sharding}'; allowed: auto, {', '.join(SHARDINGS)}")
+        raise CostError(f"--sharding: unknown sharding '{sharding}'; allowed: auto, {', '.join(SHARDINGS)}")
     cfg, b, t = model.cfg, model.micro_batch, model.seq_len
     schemes = {}
     for s in SHARDINGS:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 
 from fmforge.config import ModelConfig
-from fmforge.cost.estimate import CostError, ModelSpec, model_from_params
+from fmforge.cost.checks import CostError, count, fraction, non_negative, positive
+from fmforge.cost.estimate import ModelSpec, model_from_params
 from fmforge.cost.memory import memory_report
 from fmforge.cost.published import mfu_prior
 from fmforge.hardware import Accelerator
@@ -68,15 +69,15 @@ def _memory(model: ModelSpec, acc: Accelerator, gpus: int, trainable: float | No
 def plan(budget_usd: float, acc: Accelerator, gpus: int, base: ModelSpec, base_tokens: float,
          finetune_tokens: float, *, mfu: float | None = None, price: float | None = None,
          lora_rank: int = 8) -> dict:
-    if budget_usd <= 0:
-        raise CostError(f"--budget-usd must be positive, got {budget_usd}")
-    if finetune_tokens <= 0 or base_tokens <= 0:
-        raise CostError("--finetune-tokens and --base-tokens must be positive")
+    budget_usd = positive(budget_usd, "--budget-usd")
+    gpus = count(gpus, "--gpus")
+    base_tokens, finetune_tokens = positive(base_tokens, "--base-tokens"), positive(finetune_tokens, "--finetune-tokens")
+    lora_rank = count(lora_rank, "--lora-rank")
     prior = mfu_prior()
-    mfu = mfu or prior.median
-    price = acc.usd_per_hour if price is None else price
-    if price <= 0:
-        raise CostError("the price must be positive to plan a budget")
+    mfu = prior.median if mfu is None else fraction(mfu, "--mfu")
+    price = acc.usd_per_hour if price is None else non_negative(price, "--price")
+    if price <= 0:  # a free device makes any budget buy unlimited compute
+        raise CostError(f"--price must be positive to plan a budget, got {price} ($ per device-hour)")
     device_hours = budget_usd / price
     compute = device_hours * 3600 * acc.bf16_tflops * 1e12 * mfu
 

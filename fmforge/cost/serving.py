@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fmforge.cost.estimate import CostError, _resolve
+from fmforge.cost.checks import CostError, count, fraction, non_negative
+from fmforge.cost.estimate import _resolve
 from fmforge.hardware import Accelerator
 
 RATE_KEYS = ("output_tokens_per_s", "generated_tokens_per_s", "throughput_tokens_per_s", "tokens_per_s")
@@ -46,6 +47,8 @@ def load_bench(path: str | Path) -> list[dict]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise CostError(f"cannot read bench file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise CostError(f"bench file {path} is not text (not UTF-8): expected JSON") from None
     except json.JSONDecodeError as e:
         raise CostError(f"bench file {path} is not valid JSON: {e}") from None
     shared: dict = {}
@@ -61,11 +64,16 @@ def load_bench(path: str | Path) -> list[dict]:
         row = {**shared, **item}
         rows.append({"tokens_per_s": _rate(row, f"bench file {path}: result {i}"),
                      "hardware": next((str(row[k]) for k in HARDWARE_KEYS if row.get(k)), None),
-                     "devices": int(row.get("devices") or row.get("gpus") or 1),
+                     "devices": _devices(row, f"bench file {path}: result {i}"),
                      "concurrency": next((row[k] for k in LOAD_KEYS if row.get(k) is not None), None)})
     if not rows:
         raise CostError(f"bench file {path}: no results")
     return rows
+
+
+def _devices(row: dict, where: str) -> int:
+    key = next((k for k in ("devices", "gpus") if row.get(k) is not None), None)
+    return count(row[key], f"{where}: {key}") if key else 1
 
 
 def _rate(row: dict, where: str) -> float:
@@ -82,8 +90,8 @@ def _rate(row: dict, where: str) -> float:
 
 def serve_cost(rows: list[dict], acc: Accelerator | None, price: float | None, utilization: float = 1.0) -> dict:
     """$ per million generated tokens for each measured load; the best one is the headline."""
-    if not 0 < utilization <= 1:
-        raise CostError(f"--utilization must be in (0, 1], got {utilization}")
+    utilization = fraction(utilization, "--utilization")
+    price = None if price is None else non_negative(price, "--price")
     priced = []
     for row in rows:
         device = acc or _resolve(row["hardware"])

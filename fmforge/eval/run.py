@@ -8,6 +8,7 @@ import torch
 
 from fmforge.config import Recipe
 from fmforge.data.documents import read_docs
+from fmforge.errors import InputNotFound, UserError
 from fmforge.eval.generate import generate
 from fmforge.eval.heldout import compressor_bpb, iter_docs, score_docs
 from fmforge.tokenizer.bpe import EOT, load
@@ -37,13 +38,29 @@ def evaluate_run(recipe: Recipe, run_dir: Path, out: Path) -> dict:
             texts.append(d["text"])
     summary = res.to_dict()
     base = compressor_bpb(texts)
-    if base["baseline_bytes"] != res.bytes:
-        raise RuntimeError("validation texts and token shards disagree; re-run with --force")
+    if base["baseline_bytes"] != res.bytes:  # e.g. prepare re-run by hand after the shards were made
+        raise UserError(f"the validation texts in {run_dir / 'prepare'} and the token shards in "
+                        f"{run_dir / 'tokenizer' / 'shards'} disagree ({base['baseline_bytes']} vs {res.bytes} bytes); "
+                        "re-run with `fmforge run --force`")
     summary.update({k: base[k] for k in ("gzip_bpb", "xz_bpb")})
-    train_summary = json.loads((run_dir / "train" / "summary.json").read_text())
+    train_summary = _train_summary(run_dir / "train" / "summary.json")
     summary["cost"] = _cost(train_summary, recipe)
     (out / "eval.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _train_summary(path: Path) -> dict:
+    """What training recorded about itself; eval needs its FLOPs, tokens and seconds."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputNotFound(f"{path} is missing: the run has not finished training; run `fmforge train`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is not readable JSON ({e}); re-run `fmforge train`") from None
+    missing = [k for k in ("flops_per_token", "tokens", "seconds") if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)}; re-run `fmforge train`")
+    return data
 
 
 def _cost(train_summary: dict, recipe: Recipe) -> dict:
