@@ -100,7 +100,7 @@ def train(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt,
       fmforge train --recipe recipes/demo.yaml --set train.max_steps=200
       fmforge train --recipe recipes/gpt2-124m.yaml --out runs/gpt2 --resume
     """
-    from fmforge.outputs import locked
+    from fmforge.outputs import claimed, locked
     from fmforge.pipeline import Pipeline
 
     r = _recipe(recipe, set_)
@@ -110,7 +110,7 @@ def train(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt,
         return
     p.run_stages(["collect", "prepare", "tokenizer"])
     if p.is_main:
-        with locked(out):
+        with claimed(out, "train", [p.stage_dir("tokenizer"), p.stage_dir("prepare")]), locked(out):
             res = p.train(out)
         console.print_json(json.dumps(res.summary))
     else:

@@ -382,7 +382,9 @@ def load_recipe(recipe: str | Path | None = None, overrides: list[str] | None = 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise RecipeError(f"recipe {path} is not valid YAML: {e}") from None
+        raise RecipeError(f"recipe {path} is not valid YAML: {' '.join(str(e).split())}") from None
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"recipe {path} is not UTF-8 text (byte {e.start}): a recipe is a YAML file") from None
     except OSError as e:
         raise RecipeError(f"cannot read recipe {path}: {e.strerror}") from None
     if not isinstance(data, dict):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -22,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from fmforge.errors import RunLocked, UserError
+from fmforge.errors import InputNotFound, RunLocked, UserError
 
 MARK = ".fmforge.json"
 LOCK = ".lock"
@@ -154,3 +155,24 @@ def locked(folder: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def claimed(out: Path, kind: str, inputs: Iterable) -> Iterator[OutputDir]:
+    """claim(out) for the block; on a user error, a folder this call created is removed
+    again (it holds only what this command wrote), so bad input leaves no partial output."""
+    out = Path(out)
+    created = not out.exists()
+    od = claim(out, kind, list(inputs))
+    try:
+        yield od
+    except UserError:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def need(path: Path, what: str) -> Path:
+    if str(path) != "stdlib" and not Path(path).exists():
+        raise InputNotFound(f"{what} not found: {path}")
+    return Path(path)

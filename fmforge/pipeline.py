@@ -36,7 +36,7 @@ from typing import Callable, Iterator
 from fmforge import __version__
 from fmforge.config import Recipe
 from fmforge.errors import UserError
-from fmforge.outputs import atomic_write_text, locked
+from fmforge.outputs import LOCK, MARK, atomic_write_text, locked
 
 STAGES = ["collect", "prepare", "tokenizer", "train", "eval", "sample"]
 
@@ -239,6 +239,11 @@ class Pipeline:
         self._write_started(name)
         return "fresh"
 
+    def _drop_if_empty(self, out: Path) -> None:
+        """A stage that failed on its input leaves no folder, unless it holds work to resume."""
+        if self.is_main and out.is_dir() and {p.name for p in out.iterdir()} <= {"started.json", MARK, LOCK}:
+            shutil.rmtree(out)
+
     def _write_started(self, name: str) -> None:
         atomic_write_text(self.stage_dir(name) / "started.json",
                           json.dumps({"hash": self._hash_of(name), "deps": self.deps(name)}, indent=1, default=str))
@@ -286,7 +291,11 @@ class Pipeline:
         else:
             self._say(f"[{name}] running")
             t0 = time.perf_counter()
-            summary = fn(out, decision)
+            try:
+                summary = fn(out, decision)
+            except UserError:
+                self._drop_if_empty(out)
+                raise
             secs = time.perf_counter() - t0
             if self.is_main:
                 record = {"hash": self._hash_of(name), "deps": self.deps(name), "seconds": secs, "summary": summary,

@@ -7,41 +7,17 @@ leaves no output folder behind that it created.
 from __future__ import annotations
 
 import json
-import shutil
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
 
-from fmforge.errors import InputNotFound, UserError
-from fmforge.options import RecipeOpt, SetOpt, recipe_from
-from fmforge.outputs import OutputDir, claim
+from fmforge.options import RecipeOpt, SetOpt, recipe_from, with_options
+from fmforge.outputs import claimed, need
 
 app = typer.Typer(help='Collect raw sources and prepare (clean, filter, de-duplicate) them.\n\nExample: fmforge data collect stdlib --out runs/raw', no_args_is_help=True)
 console = Console()
-
-
-@contextmanager
-def claimed(out: Path, kind: str, inputs: Iterable) -> Iterator[OutputDir]:
-    """claim(out) for the block; on a user error, a folder this call created is removed
-    again (it holds only what this command wrote), so bad input leaves no partial output."""
-    out = Path(out)
-    created = not out.exists()
-    od = claim(out, kind, list(inputs))
-    try:
-        yield od
-    except UserError:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-
-
-def need(path: Path, what: str) -> Path:
-    if str(path) != "stdlib" and not Path(path).exists():
-        raise InputNotFound(f"{what} not found: {path}")
-    return Path(path)
 
 
 # ------------------------------------------------------------------ data
@@ -86,7 +62,8 @@ def data_prepare(input: Path = typer.Argument(..., help="folder of collected Par
 
     if executor not in (None, "local", "ray"):
         raise typer.BadParameter("--executor must be local or ray")
-    cfg = recipe_from(recipe, set_).data
+    cfg = with_options(recipe_from(recipe, set_).data, {"workers": ("--workers", workers),
+                                                        "executor": ("--executor", executor)})
     check_shards(need(input, "input folder"), "prepare input")  # before --out is made: bad input leaves nothing
     evals = [need(Path(p), "--decontaminate file") for p in (decontaminate or cfg.decontaminate)]
     with claimed(out, KIND, [input, *evals]):

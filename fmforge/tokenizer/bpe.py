@@ -116,5 +116,26 @@ def tokenizer_file(path: Path) -> Path:
     return file
 
 
+def read_tokenizer_json(path: Path) -> str:
+    """The text of a tokenizer.json that HF tokenizers can load, or a UserError naming the file."""
+    file = tokenizer_file(path)
+    fix = "make it again with `fmforge tokenizer train`"
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{file} is not a tokenizer.json (not UTF-8 text at byte {e.start}); {fix}") from None
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{file} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}; "
+                        f"cut short?); {fix}") from None
+    try:
+        Tokenizer.from_str(text)
+    except Exception as e:  # tokenizers raises a bare Exception on a wrong structure
+        raise UserError(f"{file} is not a tokenizer HF tokenizers can load ({' '.join(str(e).split())[:200]}); "
+                        f"{fix}") from None
+    return text
+
+
 def load(path: Path) -> Tokenizer:
-    return Tokenizer.from_file(str(tokenizer_file(path)))
+    return Tokenizer.from_str(read_tokenizer_json(path))

@@ -10,8 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fmforge.data.commands import claimed, need
-from fmforge.options import RecipeOpt, SetOpt, recipe_from
+from fmforge.errors import UserError
+from fmforge.outputs import atomic_write_text, claimed, need
+from fmforge.options import RecipeOpt, SetOpt, recipe_from, with_options
 
 app = typer.Typer(help='Train a BPE tokenizer, measure tokenizers, and encode a corpus to token shards.\n\n'
                   'Example: fmforge tokenizer train --data runs/demo/prepare --vocab-size 8192 --out runs/tok8k',
@@ -45,12 +46,9 @@ def tokenizer_train(data: Path = typer.Option(..., "--data", help="folder of pre
     from fmforge.tokenizer.encode import check_split
 
     r = recipe_from(recipe, set_)
-    upd = {k: v for k, v in {"vocab_size": vocab_size, "sample_bytes": sample_bytes, "digits": digits,
-                             "normalize": normalize}.items() if v is not None}
-    try:
-        cfg = r.tokenizer.model_validate({**r.tokenizer.model_dump(), **upd})  # validates the options too
-    except ValueError as e:  # pydantic's ValidationError: a bad option value
-        raise typer.BadParameter(str(e).splitlines()[-1] if str(e) else "invalid option") from None
+    cfg = with_options(r.tokenizer, {"vocab_size": ("--vocab-size", vocab_size),
+                                     "sample_bytes": ("--sample-bytes", sample_bytes), "digits": ("--digits", digits),
+                                     "normalize": ("--normalize", normalize)})
     check_shards(need(data, "data folder"), "tokenizer training data")
     if not all_docs:
         check_split(data, r.data.val_fraction, r.data.split_seed)
@@ -111,6 +109,10 @@ def tokenizer_report(tokenizer: List[Path] = typer.Option(..., "--tokenizer", "-
         tokenizer_file(need(p, "tokenizer"))
     for p in data:
         need(p, "data")
+    if json_out:  # never over an input
+        for p in [*tokenizer, *data]:
+            if Path(p).resolve() == json_out.resolve() or (Path(p).is_dir() and Path(p).resolve() in json_out.resolve().parents):
+                raise UserError(f"--json {json_out} is, or is inside, the input {p}: choose another file")
     reports = measure(tokenizer, data, max_bytes)
     head, rows = table_rows(reports)
     table = Table(*head)
@@ -121,6 +123,6 @@ def tokenizer_report(tokenizer: List[Path] = typer.Option(..., "--tokenizer", "-
         for doc in r.failed_docs:
             console.print(f"[red]round trip failed[/red] {r.name}: {doc}")
     if json_out:
-        json_out.write_text(json.dumps([r.to_dict() for r in reports], indent=2))
+        atomic_write_text(json_out, json.dumps([r.to_dict() for r in reports], indent=2))
     if any(r.round_trip_failures for r in reports):
         raise typer.Exit(1)

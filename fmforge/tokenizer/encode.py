@@ -32,7 +32,7 @@ import xxhash
 
 from fmforge.data.documents import check_shards, iter_batches, shard_paths
 from fmforge.errors import DegenerateResult
-from fmforge.tokenizer.bpe import EOT, tokenizer_file
+from fmforge.tokenizer.bpe import EOT, read_tokenizer_json
 from fmforge.tokenizer.fast import Encoder
 from fmforge.tokenizer.shards import dtype_for, write_arrays
 
@@ -238,7 +238,7 @@ def encode_corpus(tok: Union[str, Path, "Tokenizer"], docs_dir: Path, out_dir: P
     check_shards(docs_dir, "encode input")
     check_split(docs_dir, val_fraction, seed)  # before any output: a split without one side is no corpus
     out_dir.mkdir(parents=True, exist_ok=True)
-    tok_json = tok.to_str() if hasattr(tok, "to_str") else tokenizer_file(tok).read_text(encoding="utf-8")
+    tok_json = tok.to_str() if hasattr(tok, "to_str") else read_tokenizer_json(tok)
     chunks = iter_chunks(docs_dir, chunk_bytes)
     first = next(chunks, None)
     check = [] if first is None else _prefix_texts(first.column("text"), CHECK_BYTES)

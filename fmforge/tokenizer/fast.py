@@ -140,9 +140,9 @@ class Encoder:
 
     @classmethod
     def from_path(cls, path: Path, **kw) -> "Encoder":
-        from fmforge.tokenizer.bpe import tokenizer_file
+        from fmforge.tokenizer.bpe import read_tokenizer_json
 
-        return cls(tokenizer_file(path).read_text(encoding="utf-8"), **kw)
+        return cls(read_tokenizer_json(path), **kw)
 
     @property
     def fingerprint(self) -> str:
