@@ -36,7 +36,6 @@ err = Console(stderr=True)
 
 
 
-_recipe = recipe_from
 
 
 # ------------------------------------------------------------------ run / config
@@ -59,7 +58,7 @@ def run(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt,
     """
     from fmforge.pipeline import Pipeline, report_rows
 
-    r = _recipe(recipe, set_)
+    r = recipe_from(recipe, set_)
     pipeline = Pipeline(r, force=force, resume=resume)
     report = pipeline.run_all()
     if not pipeline.is_main:  # under torchrun, rank 0 reports
@@ -80,7 +79,7 @@ def config_show(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = S
 
     Example: fmforge config show --recipe recipes/demo.yaml --set model.d_model=512
     """
-    sys.stdout.write(recipe_to_yaml(_recipe(recipe, set_)))
+    sys.stdout.write(recipe_to_yaml(recipe_from(recipe, set_)))
 
 
 # ------------------------------------------------------------------ train / eval
@@ -103,7 +102,7 @@ def train(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt,
     from fmforge.outputs import claimed, locked
     from fmforge.pipeline import Pipeline
 
-    r = _recipe(recipe, set_)
+    r = recipe_from(recipe, set_)
     p = Pipeline(r, resume=resume)
     if out is None:
         p.run_stages(["collect", "prepare", "tokenizer", "train"])
@@ -125,7 +124,7 @@ def eval_(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt)
     """
     from fmforge.pipeline import Pipeline
 
-    r = _recipe(recipe, set_)
+    r = recipe_from(recipe, set_)
     p = Pipeline(r)
     p.run_stages(["collect", "prepare", "tokenizer", "train", "eval"])
     console.print_json(json.dumps(p.runs[-1].summary))
@@ -142,7 +141,7 @@ def sample(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt
     from fmforge.tokenizer.bpe import EOT, load
     from fmforge.model.weights import load_model
 
-    r = _recipe(recipe, set_)
+    r = recipe_from(recipe, set_)
     text = prompt if prompt is not None else r.eval.prompt
     model = load_model(r.run_dir / "train")
     tok = load(r.run_dir / "tokenizer")
