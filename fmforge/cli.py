@@ -35,9 +35,6 @@ console = Console()
 err = Console(stderr=True)
 
 
-
-
-
 # ------------------------------------------------------------------ run / config
 
 
