@@ -148,18 +148,25 @@ def sample(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt
 
 
 def _mount_stage_apps() -> None:
-    """Verbs with sub-commands live with their stage, each a small Typer app of its own."""
+    """Verbs live with their stage. A stage module `commands` either holds `app` (a Typer app
+    of sub-commands, mounted under the verb) or `register(app)` (adds plain verbs to ours).
+    A stage whose commands module does not exist yet adds nothing."""
     import importlib
 
     for verb, module in (("data", "fmforge.data.commands"), ("tokenizer", "fmforge.tokenizer.commands"),
-                         ("cost", "fmforge.cost.commands")):
+                         ("cost", "fmforge.cost.commands"), (None, "fmforge.eval.commands"),
+                         (None, "fmforge.export.commands"), (None, "fmforge.serve.commands"),
+                         (None, "fmforge.finetune.commands")):
         try:
-            stage_app = importlib.import_module(module).app
+            mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
             if e.name != module:  # a real missing dependency, not a stage still to come
                 raise
             continue
-        app.add_typer(stage_app, name=verb)
+        if hasattr(mod, "register"):
+            mod.register(app)
+        else:
+            app.add_typer(mod.app, name=verb)
 
 
 _mount_stage_apps()
