@@ -24,10 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,6 +39,7 @@ from fmforge.data.documents import read_docs  # noqa: E402
 from fmforge.data.prepare import prepare  # noqa: E402
 from fmforge.data.readers import iter_file  # noqa: E402
 from fmforge.data.text import ngram_hashes, word_hashes, words  # noqa: E402
+from record import provenance, write_result  # noqa: E402  (benchmarks/record.py)
 
 SHARED = ROOT.parent / "shared" / "data" / "pretrain"
 FILES = ["books.jsonl.zst", "enwiki.jsonl.zst", "peps.tar.gz", "tinyshakespeare.txt"]
@@ -239,30 +238,18 @@ def near_dup_quality(pairs, passed: set[str], kept: set[str]) -> dict:
             "removed_not_planted": len(removed) - correct}
 
 
-def hardware() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1), "python": platform.python_version()}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--limit-mb", type=float, default=None, help="use a sample of this many MB")
     ap.add_argument("--planted", type=int, default=200)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--work", type=Path, default=Path("/tmp/fmforge-bench-data"))
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--out", type=Path, default=None, help="result file (default benchmarks/results/data_pipeline-DATE.json)")
     args = ap.parse_args()
+    header = provenance(args, peers=("datatrove", "numpy"))
     if not SHARED.exists():
         sys.exit(f"shared data not found: {SHARED}")
-    import datatrove
+    import datatrove  # noqa: F401  (fail early when the peer is missing)
 
     shutil.rmtree(args.work, ignore_errors=True)
     docs = load_corpus(args.limit_mb)
@@ -286,12 +273,6 @@ def main() -> None:
     per_core = lambda secs: mb / secs / args.workers  # noqa: E731
     dt_filter_cpu = sum(dt["step_cpu_seconds"].values()) or None
     result = {
-        "benchmark": "data_pipeline",
-        "date": time.strftime("%Y-%m-%d"),
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
-        "hardware": hardware(),
-        "versions": {"datatrove": datatrove.__version__ if hasattr(datatrove, "__version__") else "?",
-                     "numpy": __import__("numpy").__version__},
         "corpus": {"docs": len(docs), "mb": round(mb, 2), "planted_pairs": len(pairs),
                    "planted_min_jaccard": round(min(j for _, _, j in pairs), 3) if pairs else None,
                    "sources": FILES, "limit_mb": args.limit_mb},
@@ -322,9 +303,7 @@ def main() -> None:
     result["targets"] = {
         "speedup_ge_5x": result["speedup_end_to_end"] >= 5, "agreement_ge_0.99": result["filter_agreement"] >= 0.99,
         "near_dup_recall_ge_0.95": nd["recall"] >= 0.95, "near_dup_precision_ge_0.99": nd["precision"] >= 0.99}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"data_pipeline-{result['date']}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result("data_pipeline", header, result, args.out)
     print(json.dumps({k: result[k] for k in ("speedup_end_to_end", "filter_agreement", "targets")}, indent=2))
     print(f"fmforge {result['fmforge']['end_to_end_mb_per_s_per_core']} MB/s/core, datatrove "
           f"{result['datatrove']['end_to_end_mb_per_s_per_core']} MB/s/core; near-dup fmforge {nd}, "

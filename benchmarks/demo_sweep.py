@@ -13,11 +13,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from record import provenance, write_result  # noqa: E402  (benchmarks/record.py)
 
 MUON = ["train.optimizer=muon", "model.qk_norm=true", "train.lr=0.006", "train.schedule=wsd",
         "train.min_lr_ratio=0.0", "train.weight_decay=0.0"]
@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--first-core", type=int, default=0)
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
+    header = provenance(a)
     from fmforge.config import load_recipe
     from fmforge.pipeline import Pipeline
 
@@ -77,11 +78,7 @@ def main() -> None:
         results.append(row)
         print(f"{name:16s} bpb {row['val_bpb']:.4f} (gzip {row['gzip_bpb']:.4f})  {row['tokens_trained']:>10,} tokens "
               f"{row['tokens_per_s']:>8,.0f} tok/s  {row['params']:,} params", flush=True)
-    out = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "budget_s": a.budget, "cores_per_run": 2,
-           "cpu": subprocess.run(["sh", "-c", "lscpu | grep 'Model name'"], capture_output=True, text=True).stdout.strip(),
-           "results": results}
-    path = Path(a.out) if a.out else ROOT / "benchmarks" / "results" / f"demo_sweep-{time.strftime('%Y-%m-%d')}.json"
-    path.write_text(json.dumps(out, indent=2))
+    path = write_result("demo_sweep", header, {"budget_s": a.budget, "cores_per_run": 2, "results": results}, a.out)
     print(f"wrote {path}")
 
 

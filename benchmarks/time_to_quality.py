@@ -18,12 +18,9 @@ on its own, every token predicted, nats summed over its UTF-8 bytes.
 from __future__ import annotations
 
 import argparse
-import datetime
 import io
 import json
 import math
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from record import provenance, write_result  # noqa: E402  (benchmarks/record.py)
 
 
 def read_jsonl_zst(path: Path) -> list[str]:
@@ -162,7 +160,8 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/ttq")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
-    import torch
+    header = provenance(a)
+    import torch  # noqa: F401  (record.write_result reads the GPU through it)
 
     work = Path(a.work)
     info = prepare(Path(a.data), work, a.vocab)
@@ -184,14 +183,7 @@ def main() -> None:
         results.append(r)
         print(f"fmforge {rp}: {r['val_bpb']:.4f} bpb in {r['wall_s']:.1f}s ({r['tokens']:,} tokens, "
               f"MFU {r['mfu'] or 0:.1%})", flush=True)
-    commit = os.environ.get("FMFORGE_COMMIT") or subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "hardware": torch.cuda.get_device_name(), "torch": torch.__version__, "commit": commit,
-           "data": info, "results": results}
-    path = Path(a.out) if a.out else ROOT / "benchmarks" / "results" / f"time_to_quality-{datetime.date.today()}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
+    path = write_result("time_to_quality", header, {"data": info, "results": results}, a.out)
     print(f"wrote {path}")
 
 

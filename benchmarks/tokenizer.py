@@ -17,15 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from record import provenance, write_result  # noqa: E402  (benchmarks/record.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAIN = ROOT.parent / "shared" / "data" / "pretrain"
@@ -42,20 +41,6 @@ def timed(fn):
     load, t, c = os.getloadavg()[0], time.perf_counter(), cpu_seconds()
     out = fn()
     return out, {"seconds": time.perf_counter() - t, "cpu_seconds": cpu_seconds() - c, "loadavg_before": load}
-
-
-def hardware() -> dict:
-    model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                  if l.startswith("model name")), platform.processor())
-    return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-            "note": "2 cores shared with other sessions: loadavg_before says how busy the machine was"}
-
-
-def commit() -> str:
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "fmforge/tokenizer", "benchmarks/tokenizer.py"],
-                           cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return rev + ("+dirty" if dirty else "")
 
 
 def prepare_corpus(work: Path, max_mb: float | None) -> Path:
@@ -82,8 +67,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--max-mb", type=float, default=None, help="use a subset of about this many MB (quick check)")
     ap.add_argument("--vocab", type=int, default=32768)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--out", type=Path, default=None, help="result file (default benchmarks/results/tokenizer-DATE.json)")
     args = ap.parse_args()
+    header = provenance(args, peers=("tokenizers", "tiktoken"))
     if not (PRETRAIN / "books.jsonl.zst").exists():
         raise SystemExit(f"shared data not found at {PRETRAIN}")
 
@@ -160,12 +146,9 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    date = time.strftime("%Y-%m-%d")
-    result = {"date": date, "hardware": hardware(), "commit": commit(), "figures": figures}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"tokenizer-{date}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    header["hardware"]["note"] = "2 cores shared with other sessions: load_avg_1m_before says how busy it was"
+    path = write_result("tokenizer", header, {"figures": figures}, args.out)
+    print(json.dumps(figures, indent=2))
     print(f"→ {path}")
 
 

@@ -14,10 +14,7 @@ nanoGPT is fetched, never committed: PATH_TO_NANOGPT is a folder holding its mod
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -25,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from record import provenance, write_result  # noqa: E402  (benchmarks/record.py)
 PEAK = 989e12
 
 # case name -> (system, model, batch, seq, options)
@@ -168,20 +166,20 @@ def main() -> None:
     if a.worker:
         print("RESULT " + json.dumps(run_case(a.worker, a.steps, a.warmup, a.nanogpt)), flush=True)
         return
-    import torch
+    import torch  # noqa: F401  (record.write_result reads the GPU through it)
 
     results = []
 
-    def write() -> Path:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "hardware": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor(),
-               "torch": torch.__version__, "commit": os.environ.get("FMFORGE_COMMIT") or commit,
-               "peak_tflops": PEAK / 1e12, "formula": "MFU = tokens/s * (6N + 12*L*d*T) / 989e12", "results": results}
-        path = Path(a.out) if a.out else ROOT / "benchmarks" / "results" / f"train_throughput-{datetime.date.today()}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out, indent=2))
-        return path
+    header = provenance(a)
+
+    def write() -> Path:  # after every case, so a crash later keeps what was measured
+        nonlocal out_path
+        figures = {"peak_tflops": PEAK / 1e12, "formula": "MFU = tokens/s * (6N + 12*L*d*T) / 989e12",
+                   "results": results}
+        out_path = write_result("train_throughput", header, figures, out_path or a.out)
+        return out_path
+
+    out_path = None
 
     for name in a.cases.split(","):
         cmd = [sys.executable, __file__, "--worker", name, "--steps", str(a.steps), "--warmup", str(a.warmup)]
