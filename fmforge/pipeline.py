@@ -28,10 +28,10 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from fmforge import __version__
 from fmforge.config import Recipe
@@ -494,5 +494,5 @@ def report_rows(report: dict) -> list[tuple[str, str]]:
 def report_markdown(report: dict) -> str:
     lines = [f"# fmforge run: {report['recipe']}", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report_rows(report)]
-    lines += ["", f"## Sample", "", "```python", (report.get("prompt") or "") + (report.get("sample") or ""), "```", ""]
+    lines += ["", "## Sample", "", "```python", (report.get("prompt") or "") + (report.get("sample") or ""), "```", ""]
     return "\n".join(lines)

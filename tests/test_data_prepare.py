@@ -170,6 +170,52 @@ def test_killed_prepare_resumes_to_the_clean_result(tmp_path):
     assert not list(out.glob(".*tmp*")) and not (out / ".work").exists()
 
 
+def test_resume_with_another_worker_count_gives_the_clean_result(tmp_path, monkeypatch):
+    """Tasks are planned from the input alone: a run interrupted at 1 worker and resumed at
+    4 (the worker count is not part of the result) must not mix two task plans. Before the
+    plan was worker-independent, the resumed run reused task files of the other plan and
+    lost or doubled documents."""
+    import fmforge.data.prepare as prep_mod
+    from fmforge.data import executors
+
+    raw = big_input(tmp_path, n=900)
+    settings = {"languages": [], "near_dedup": {"enabled": False}, "dedup_exact": False}
+    clean = prepare(raw, tmp_path / "clean", cfg(workers=1, **settings))
+    real = executors.run_tasks
+
+    def run_half(tasks, c, work, workers, **kw):  # the first run stops after half its tasks
+        real(tasks[: len(tasks) // 2], c, work, workers, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prep_mod, "run_tasks", run_half)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(raw, tmp_path / "out", cfg(workers=1, **settings))
+    monkeypatch.setattr(prep_mod, "run_tasks", real)
+    resumed = prepare(raw, tmp_path / "out", cfg(workers=4, **settings))
+    assert kept(tmp_path / "out") == kept(tmp_path / "clean")
+    assert resumed.docs_in == clean.docs_in == 990 and resumed.docs_out == clean.docs_out
+
+
+def test_tasks_are_sized_by_bytes_not_rows(tmp_path):
+    """A shard of a few book-sized documents among many small ones is cut by text bytes, so
+    no task holds most of the corpus (a straggler that no worker count speeds up)."""
+    from fmforge.data.tasks import TASK_BYTES, plan_tasks
+
+    rng = random.Random(5)
+    book = essay(rng, 60_000)  # ~400 KB
+    docs = [make_doc(book + str(i), "prose", f"book{i}") for i in range(12)]
+    docs += [make_doc(essay(rng, 200), "prose", f"page{i}") for i in range(600)]
+    raw = docs_table(tmp_path, docs, shards=1)
+    tasks = plan_tasks(raw)
+    sizes = []
+    for path, a, b in tasks:
+        sizes.append(sum(len(d["text"].encode()) for d in docs[a:b]))
+    assert sum(b - a for _, a, b in tasks) == len(docs)
+    assert [t[1] for t in tasks] == sorted(t[1] for t in tasks) and tasks[0][1] == 0
+    assert max(sizes) <= TASK_BYTES + len(book.encode()) + 10, sizes
+    assert len(tasks) >= sum(sizes) // TASK_BYTES
+
+
 def test_near_dedup_recall_across_shards_and_workers(tmp_path):
     raw = big_input(tmp_path, n=600)
     s = prepare(raw, tmp_path / "out", cfg(languages=[], workers=2))

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -31,13 +32,30 @@ def make_doc(text: str, source: str, locator: str, **meta) -> dict:
     return {"id": doc_id(locator, text), "text": text, "source": source, "meta": json.dumps({"path": locator, **meta})}
 
 
+ROW_GROUP_ROWS = 256  # small row groups let prepare's tasks read a row range without the whole shard ...
+ROW_GROUP_BYTES = 1 << 20  # ... and bounded by text bytes, so task sizes come from the metadata alone
+
+
 def write_shard(docs: list[dict], path: Path) -> None:
     """Write one shard atomically: a temp file in the same folder, then rename."""
+    write_table_shard(pa.Table.from_pylist(docs, schema=SCHEMA), path)
+
+
+def write_table_shard(table: pa.Table, path: Path) -> None:
+    """A table of documents as one shard, atomically, in row groups of at most
+    ROW_GROUP_ROWS rows that end after the document reaching ROW_GROUP_BYTES of text."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    table = pa.Table.from_pylist(docs, schema=SCHEMA)
-    # small row groups let prepare's tasks read a row range without the whole shard
-    pq.write_table(table, tmp, compression="zstd", row_group_size=256)
+    cum = np.cumsum(pc.binary_length(table.column("text")).to_numpy(zero_copy_only=False), dtype=np.int64)
+    with pq.ParquetWriter(tmp, table.schema, compression="zstd") as w:
+        start, n = 0, table.num_rows
+        if n == 0:
+            w.write_table(table)
+        while start < n:
+            base = int(cum[start - 1]) if start else 0
+            end = min(int(np.searchsorted(cum, base + ROW_GROUP_BYTES, side="left")) + 1, start + ROW_GROUP_ROWS, n)
+            w.write_table(table.slice(start, end - start), row_group_size=end - start)
+            start = end
     os.replace(tmp, path)
 
 
@@ -103,6 +121,51 @@ def check_shards(folder: Path, what: str = "input") -> list[Path]:
             raise DataError(f"{p}: column 'text' is {schema.field('text').type}, not text; make a document table "
                             f"with `fmforge data collect {p} --text-field COLUMN --out DIR`")
     return paths
+
+
+def text_lengths(pf: pq.ParquetFile) -> np.ndarray:
+    """Bytes of text per row of a shard: the group's mean from the metadata (no data read) where a
+    row group is small, as fmforge writes them (fmforge.data.documents.ROW_GROUP_BYTES);
+    read from the text column where it is larger (a user's own Parquet)."""
+    meta = pf.metadata
+    col = pf.schema_arrow.get_field_index("text")
+    out = []
+    for g in range(meta.num_row_groups):
+        rg = meta.row_group(g)
+        size = rg.column(col).total_uncompressed_size if col >= 0 else rg.total_byte_size
+        if size > 2 * ROW_GROUP_BYTES and rg.num_rows > 1 and col >= 0:
+            text = pf.read_row_group(g, columns=["text"]).column("text")
+            out.append(pc.binary_length(text).to_numpy(zero_copy_only=False).astype(np.int64))
+        else:
+            out.append(np.full(rg.num_rows, size // max(1, rg.num_rows), dtype=np.int64))
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def read_rows(path: str, start: int, end: int, columns=tuple(SCHEMA.names)) -> list[dict]:
+    """Rows [start, end) of a shard as documents, as read_table_rows."""
+    return read_table_rows(path, start, end, columns).to_pylist()
+
+
+def read_table_rows(path: str, start: int, end: int, columns=tuple(SCHEMA.names)) -> pa.Table:
+    """Rows [start, end) of a shard with `columns`, reading only the row groups that hold
+    them; a user's Parquet without id/source/meta gets them filled (documents.complete)."""
+    pf = pq.ParquetFile(path)
+    names = pf.schema_arrow.names
+    read = list(columns) if all(c in names for c in columns) else None  # None: all, for meta
+    out, offset = [], 0
+    for g in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        if offset + n > start and offset < end:
+            t = pf.read_row_group(g, columns=read)
+            first = max(start, offset)
+            t = t.slice(first - offset, min(end, offset + n) - first)
+            out.append(complete(t, Path(path), first, tuple(columns)))
+        offset += n
+        if offset >= end:
+            break
+    if not out:
+        return pa.Table.from_pylist([], schema=pa.schema([SCHEMA.field(c) for c in columns]))
+    return pa.concat_tables(out)
 
 
 def complete(table: pa.Table | pa.RecordBatch, path: Path, first_row: int, columns=("id", "text", "source", "meta")):

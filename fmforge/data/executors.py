@@ -10,29 +10,42 @@
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from fmforge.data.tasks import run_task, task_path
+from fmforge.workers import context
 
 
-def run_tasks(tasks: list, cfg, work: Path, workers: int) -> None:
+@contextmanager
+def worker_pool(workers: int):
+    """One pool of worker processes for every phase of a prepare run (they start once and
+    stay: starting one costs about a CPU-second of imports); None for a single worker."""
+    if workers <= 1:
+        yield None
+        return
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context())
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_tasks(tasks: list, cfg, work: Path, workers: int, pool=None) -> None:
     todo = [i for i in range(len(tasks)) if not task_path(work, i).exists()]
     if not todo:
         return
     cfg_json = cfg.model_dump_json()
     if cfg.executor == "ray":
         return _run_ray(tasks, todo, cfg_json, work, workers, cfg.ray_address, cfg.strict)
-    if workers <= 1 or len(todo) == 1:
+    if pool is None or len(todo) == 1:
         for i in todo:
             run_task(i, tasks[i], cfg_json, str(work), cfg.strict)
         return
-    # spawn, not fork: the caller may hold threads (torch, Ray) that a fork would corrupt
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(run_task, i, tasks[i], cfg_json, str(work), cfg.strict) for i in todo]
-        for f in futures:
-            f.result()  # re-raises a worker's error here
+    futures = [pool.submit(run_task, i, tasks[i], cfg_json, str(work), cfg.strict) for i in todo]
+    for f in futures:
+        f.result()  # re-raises a worker's error here
 
 
 class _RayStep:

@@ -24,11 +24,12 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from fmforge.data.datacard import write_datacard
-from fmforge.data.documents import ShardWriter, check_shards, shard_paths
-from fmforge.data.executors import run_tasks
+from fmforge.data.documents import check_shards, shard_paths
+from fmforge.data.executors import run_tasks, worker_pool
 from fmforge.data.reasons import field_of
-from fmforge.data.stats import PrepareStats, length_bucket, utf8_len, where
+from fmforge.data.stats import PrepareStats
 from fmforge.data.tasks import WORK, plan_tasks, task_path
+from fmforge.data.write import write_kept
 from fmforge.errors import DegenerateResult
 from fmforge.outputs import OutputDir
 
@@ -111,18 +112,31 @@ def prepare(in_dir: Path, out_dir: Path, cfg, workers: int | None = None, execut
     check_shards(in_dir, "prepare input")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "stats.json").unlink(missing_ok=True)  # stats.json last = the output is complete
-    work = _open_work(out_dir, in_dir, cfg)
-    tasks = plan_tasks(in_dir, n_workers)
-    run_tasks(tasks, cfg, work, n_workers)
+    phases, clock = {}, [time.perf_counter()]
 
-    task_files = [task_path(work, i) for i in range(len(tasks))]
-    stats = PrepareStats(workers=n_workers)
-    for f in task_files:
-        stats.merge(PrepareStats.from_dict(json.loads(pq.read_schema(f).metadata[b"fmforge_stats"])))
-    removed = global_dedup(task_files, cfg, stats)
-    check_kept(stats, removed, cfg, in_dir)
-    od = OutputDir(out_dir, KIND)
-    _write_output(task_files, removed, out_dir, stats, od)
+    def phase(name: str) -> None:
+        now = time.perf_counter()
+        phases[name] = round(now - clock[0], 3)
+        clock[0] = now
+
+    work = _open_work(out_dir, in_dir, cfg)
+    tasks = plan_tasks(in_dir)
+    phase("plan")
+    with worker_pool(min(n_workers, len(tasks))) as pool:
+        run_tasks(tasks, cfg, work, n_workers, pool=pool)
+        phase("tasks")
+        task_files = [task_path(work, i) for i in range(len(tasks))]
+        stats = PrepareStats(workers=n_workers)
+        for f in task_files:
+            stats.merge(PrepareStats.from_dict(json.loads(pq.read_schema(f).metadata[b"fmforge_stats"])))
+        phase("merge_stats")
+        removed = global_dedup(task_files, cfg, stats)
+        phase("dedup")
+        check_kept(stats, removed, cfg, in_dir)
+        od = OutputDir(out_dir, KIND)
+        _write_output(task_files, removed, out_dir, stats, od, pool)
+        phase("write")
+    stats.phase_seconds = phases
     stats.seconds = time.perf_counter() - t0
     tmp = out_dir / ".stats.json.tmp"
     tmp.write_text(json.dumps(stats.to_dict(), indent=2, ensure_ascii=False))
@@ -153,38 +167,16 @@ def check_kept(stats: PrepareStats, removed: dict, cfg, in_dir: Path) -> None:
         "the kind of text the rules are for, or set data.min_keep_fraction=0 to accept a small share")
 
 
-def _write_output(task_files: list[Path], removed: dict, out_dir: Path, stats: PrepareStats, od: OutputDir) -> None:
-    """Phase 3: kept documents into shards in a temp folder, then renamed into out_dir;
-    shards an earlier run recorded and this one did not write again are removed (only those)."""
+def _write_output(task_files: list[Path], removed: dict, out_dir: Path, stats: PrepareStats, od: OutputDir,
+                  pool=None) -> None:
+    """Phase 3 (fmforge.data.write): kept documents into shards in a temp folder, in
+    parallel, then renamed into out_dir in order; shards an earlier run recorded and this
+    one did not write again are removed (only those)."""
     tmp_dir = out_dir / WORK / "final"
     shutil.rmtree(tmp_dir, ignore_errors=True)
-    writer = ShardWriter(tmp_dir)
-    need = {dup for _, dup in removed.values()}  # rows that others duplicate (always earlier rows)
-    where_of: dict[int, str] = {}
-    docs = {"in": [0, 0], "exact": [0, 0], "out": [0, 0]}  # [docs, bytes] before/after each dedup
-    row = 0
-    for f in task_files:
-        for d in pq.read_table(f).to_pylist():
-            if row in need:
-                where_of[row] = where(d)
-            r = removed.get(row)
-            n = utf8_len(d["text"])
-            for key, counted in (("in", True), ("exact", r is None or r[0] != "exact_duplicate"), ("out", r is None)):
-                if counted:
-                    docs[key][0] += 1
-                    docs[key][1] += n
-            if r is None:
-                writer.add({k: d[k] for k in ("id", "text", "source", "meta")})
-                stats.languages_out[d["lang"]] += 1
-                stats.lengths_out[length_bucket(n)] += 1
-            else:
-                stats.drop(r[0], d, d["text"], f"duplicate of {where_of.get(r[1], f'row {r[1]}')}")
-            row += 1
-    stats.stage("exact_dedup", *docs["in"], *docs["exact"], docs["in"][1] - docs["exact"][1])
-    stats.stage("near_dedup", *docs["exact"], *docs["out"], docs["exact"][1] - docs["out"][1])
-    stats.docs_out, stats.bytes_out = docs["out"]
-    new = [p.name for p in writer.close()]
+    written = write_kept(task_files, removed, tmp_dir, stats, pool)
+    new = [f"docs-{k:05d}.parquet" for k in range(len(written))]
     od.record(new)  # first: a kill after a rename still leaves every file we wrote recorded
-    for name in new:
-        os.replace(tmp_dir / name, out_dir / name)
+    for src, name in zip(written, new):
+        os.replace(tmp_dir / src, out_dir / name)
     od.remove_stale(new + ["datacard.md", "stats.json"])

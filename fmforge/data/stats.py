@@ -68,6 +68,8 @@ class PrepareStats:
     pii_bytes_out: int = 0  # ... and of the placeholders that replaced them
     workers: int = 1
     seconds: float = 0.0
+    # wall seconds of prepare's phases (plan, tasks, merge, dedup, write): where the time goes
+    phase_seconds: dict = field(default_factory=dict)
 
     def stage(self, name: str, docs_in: int, bytes_in: int, docs_out: int, bytes_out: int, bytes_dropped: int = 0) -> None:
         """Account one stage; `bytes_dropped`: the part of bytes_in - bytes_out that left in

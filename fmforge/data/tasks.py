@@ -15,38 +15,37 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fmforge.data.documents import SCHEMA, complete, shard_paths
+from fmforge.data.documents import SCHEMA, read_rows, shard_paths, text_lengths
 
 WORK = ".work"
 TASK_SCHEMA = pa.schema(list(SCHEMA) + [("lang", pa.string()), ("exact", pa.uint64()), ("sig", pa.binary())])
 
 
-def plan_tasks(in_dir: Path, workers: int) -> list[tuple[str, int, int]]:
-    """(shard, first row, end row) ranges: about 8 tasks per worker, 16-2000 documents each."""
-    shards = [(str(p), pq.ParquetFile(p).metadata.num_rows) for p in shard_paths(in_dir)]
-    total = sum(n for _, n in shards)
-    per = int(min(2000, max(16, -(-total // max(1, workers * 8)))))
-    return [(p, a, min(a + per, n)) for p, n in shards for a in range(0, n, per)]
+TASK_BYTES = 2 << 20  # text per task: small enough that a 16-worker run has no straggler
+TASK_DOCS = 2000  # and at most this many documents (per-task overhead stays small)
 
 
-def read_rows(path: str, start: int, end: int) -> list[dict]:
-    """Rows [start, end) of a shard as documents, reading only the row groups that hold
-    them; a user's Parquet without id/source/meta gets them filled (documents.complete)."""
-    pf = pq.ParquetFile(path)
-    names = pf.schema_arrow.names
-    columns = list(SCHEMA.names) if all(c in names for c in SCHEMA.names) else None  # None: all, for meta
-    out, offset = [], 0
-    for g in range(pf.metadata.num_row_groups):
-        n = pf.metadata.row_group(g).num_rows
-        if offset + n > start and offset < end:
-            t = pf.read_row_group(g, columns=columns)
-            first = max(start, offset)
-            t = t.slice(first - offset, min(end, offset + n) - first)
-            out += complete(t, Path(path), first).to_pylist()
-        offset += n
-        if offset >= end:
-            break
-    return out
+def plan_tasks(in_dir: Path) -> list[tuple[str, int, int]]:
+    """(shard, first row, end row) ranges of about TASK_BYTES of text each (a task ends
+    after the document that reaches the size), cut in input order.
+
+    The plan depends on the input alone, not on the number of workers, so a run resumed
+    with another worker count reuses the finished tasks of the same plan. Sizes come from
+    the Parquet metadata where a row group is small (its rows taken as equal), and from
+    the text lengths where it is larger than a task: a few books among many web pages are
+    then spread over many tasks instead of making one task that outlasts all the others."""
+    tasks = []
+    for p in shard_paths(in_dir):
+        lengths = text_lengths(pq.ParquetFile(p))
+        cum = np.cumsum(lengths, dtype=np.int64)
+        start, n = 0, len(lengths)
+        while start < n:
+            base = int(cum[start - 1]) if start else 0
+            end = int(np.searchsorted(cum, base + TASK_BYTES, side="left")) + 1  # include the doc reaching it
+            end = min(end, start + TASK_DOCS, n)
+            tasks.append((str(p), start, end))
+            start = end
+    return tasks
 
 
 def task_path(work: Path, i: int) -> Path:

@@ -4,11 +4,12 @@ The split is a hash of the document id (itself a hash of source + path), so it i
 same on every run and machine, whatever the order or number of workers.
 
 The corpus is cut, in read order, into chunks of about `chunk_bytes` of text (a chunk
-ends after the document that reaches the size). Chunk N becomes `train-N.bin` and
-`val-N.bin` (a split with no document in the chunk gets no file). Chunks depend only on
-the corpus, so the shards are byte-identical whatever the number of workers. Workers are
-processes (all cores); at most two chunks per worker are in flight, so memory does not
-grow with the corpus. A finished chunk is appended to `progress.jsonl`; after a kill, a
+ends after the document that reaches the size, sizes from the shards' metadata). Chunk N
+becomes `train-N.bin` and `val-N.bin` (a split with no document in the chunk gets no
+file). Chunks depend only on the corpus, so the shards are byte-identical whatever the
+number of workers. Workers are processes (all cores) that read their own chunks (the
+parent sends row ranges, not text); at most two chunks per worker are in flight, so
+memory does not grow with the corpus. A finished chunk is appended to `progress.jsonl`; after a kill, a
 rerun with the same inputs keeps the finished chunks and redoes the others.
 """
 from __future__ import annotations
@@ -23,25 +24,25 @@ from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Optional, Union
 
-import multiprocessing as mp
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
-from fmforge.data.documents import check_shards, iter_batches, shard_paths
+from fmforge.data.documents import check_shards, iter_batches, read_table_rows, shard_paths, text_lengths
 from fmforge.errors import DegenerateResult
 from fmforge.tokenizer.bpe import EOT, read_tokenizer_json
 from fmforge.tokenizer.fast import Encoder
 from fmforge.tokenizer.shards import dtype_for, write_arrays
+from fmforge.workers import context
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 SPLIT_BUCKETS = 1_000_000
 PROGRESS = "progress.jsonl"
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: chunks planned from the shards' metadata, read by the workers
 SHARD_NAME = re.compile(r"^(train|val)-(\d{6})\.bin$")
 CHECK_BYTES = 256 << 10  # corpus text checked fast-vs-HF before encoding
 
@@ -103,38 +104,38 @@ def default_workers() -> int:
 # ------------------------------------------------------------------ reading
 
 
-def to_ipc(table: pa.Table) -> bytes:
-    """A chunk as Arrow IPC bytes: only its rows (pickling a slice ships the whole row group)."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as w:
-        w.write_table(table)
-    return sink.getvalue().to_pybytes()
+Piece = tuple[str, int, int]  # (shard, first row, end row)
 
 
-def from_ipc(data: bytes) -> pa.Table:
-    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
-
-
-def iter_chunks(docs_dir: Path, chunk_bytes: int) -> Iterator[pa.Table]:
-    """The corpus as tables of {id, text}, each ending after the doc that reaches `chunk_bytes`."""
-    parts: list[pa.RecordBatch] = []
+def plan_chunks(docs_dir: Path, chunk_bytes: int) -> list[list[Piece]]:
+    """The corpus cut in read order into chunks of about `chunk_bytes` of text (a chunk
+    ends after the document that reaches the size), each a list of row ranges of the
+    shards. Sizes come from the shards' metadata (fmforge.data.documents.text_lengths), so
+    the parent reads no text: each worker reads its own chunk. The plan depends on the
+    corpus alone, never on the number of workers."""
+    chunks: list[list[Piece]] = []
+    cur: list[Piece] = []
     size = 0
     for path in shard_paths(docs_dir):
-        for batch in iter_batches(path, ("id", "text"), batch_size=256):
-            cum = np.cumsum(pc.binary_length(batch.column("text")).to_numpy(zero_copy_only=False), dtype=np.int64)
-            start = 0
-            while start < batch.num_rows:
-                base = int(cum[start - 1]) if start else 0
-                end = int(np.searchsorted(cum, base + chunk_bytes - size, side="left"))
-                if end >= batch.num_rows:
-                    parts.append(batch.slice(start))
-                    size += int(cum[-1]) - base
-                    break
-                parts.append(batch.slice(start, end + 1 - start))
-                yield pa.Table.from_batches(parts)
-                parts, size, start = [], 0, end + 1
-    if parts:
-        yield pa.Table.from_batches(parts)
+        cum = np.cumsum(text_lengths(pq.ParquetFile(path)), dtype=np.int64)
+        start, n = 0, len(cum)
+        while start < n:
+            base = int(cum[start - 1]) if start else 0
+            end = int(np.searchsorted(cum, base + chunk_bytes - size, side="left")) + 1
+            if end > n:  # the shard ends inside this chunk
+                cur.append((str(path), start, n))
+                size += int(cum[-1]) - base
+                break
+            cur.append((str(path), start, end))
+            chunks.append(cur)
+            cur, size, start = [], 0, end
+    if cur:
+        chunks.append(cur)
+    return chunks
+
+
+def read_chunk(pieces: list[Piece], columns=("id", "text")) -> pa.Table:
+    return pa.concat_tables([read_table_rows(p, a, b, columns) for p, a, b in pieces])
 
 
 # ------------------------------------------------------------------ one chunk (in a worker)
@@ -154,10 +155,10 @@ def _init_pool_worker(*init) -> None:
     _init_worker(*init)
 
 
-def encode_chunk(index: int, chunk: bytes) -> dict:
-    """Encode one chunk (Arrow IPC bytes) and write its shards; returns the chunk's counts."""
+def encode_chunk(index: int, chunk: list[Piece]) -> dict:
+    """Read, encode and write one chunk's shards; returns the chunk's counts."""
     enc, out, eot, vocab = _W["enc"], _W["out"], _W["eot"], _W["vocab"]
-    table = from_ipc(chunk)
+    table = read_chunk(chunk)
     ids = table.column("id").to_pylist()
     texts = table.column("text").to_pylist()
     nbytes = pc.binary_length(table.column("text")).to_numpy(zero_copy_only=False).astype(np.uint64)
@@ -239,9 +240,8 @@ def encode_corpus(tok: Union[str, Path, "Tokenizer"], docs_dir: Path, out_dir: P
     check_split(docs_dir, val_fraction, seed)  # before any output: a split without one side is no corpus
     out_dir.mkdir(parents=True, exist_ok=True)
     tok_json = tok.to_str() if hasattr(tok, "to_str") else read_tokenizer_json(tok)
-    chunks = iter_chunks(docs_dir, chunk_bytes)
-    first = next(chunks, None)
-    check = [] if first is None else _prefix_texts(first.column("text"), CHECK_BYTES)
+    chunks = plan_chunks(docs_dir, chunk_bytes)
+    check = _prefix_texts(chunks[0], CHECK_BYTES) if chunks else []
     enc = Encoder(tok_json, fast=fast, check_texts=check)
     if enc.token_to_id(EOT) is None:
         raise ValueError(f"the tokenizer has no document boundary token {EOT}")
@@ -252,8 +252,7 @@ def encode_corpus(tok: Union[str, Path, "Tokenizer"], docs_dir: Path, out_dir: P
     clear_unfinished(out_dir, done)
     (out_dir / "stats.json").unlink(missing_ok=True)
     log = _open_log(out_dir, want, done)
-    todo = ((i, to_ipc(t)) for i, t in enumerate(chain([first] if first is not None else [], chunks))
-            if i not in done)
+    todo = iter([(i, c) for i, c in enumerate(chunks) if i not in done])  # _run takes a look ahead of it
     records = dict(done)
     init = (tok_json, enc.kind == "tiktoken", str(out_dir), val_fraction, seed)
     workers = workers or default_workers()
@@ -289,7 +288,7 @@ def _run(todo, workers: int, init: tuple, enc: Encoder) -> Iterator[dict]:
     if procs <= 1:
         yield from _run(chain(ahead, todo), 1, init, enc)
         return
-    with ProcessPoolExecutor(procs, mp_context=mp.get_context("spawn"),
+    with ProcessPoolExecutor(procs, mp_context=context(),
                              initializer=_init_pool_worker, initargs=init) as pool:
         pending = set()
         try:
@@ -315,12 +314,14 @@ def _open_log(out_dir: Path, want: dict, done: dict[int, dict]):
     return open(out_dir / PROGRESS, "a")
 
 
-def _prefix_texts(col, max_bytes: int) -> list[str]:
+def _prefix_texts(chunk: list[Piece], max_bytes: int) -> list[str]:
+    """The first documents of the corpus, up to `max_bytes` of text: what the fast encoder
+    is checked on against HF before encoding."""
     out, total = [], 0
-    for t in col.slice(0, 256).to_pylist():
+    path, start, end = chunk[0]
+    for t in read_table_rows(path, start, min(end, start + 256), ("text",)).column("text").to_pylist():
         out.append(t[: max_bytes - total])
         total += len(out[-1])
         if total >= max_bytes:
             break
     return out
-
