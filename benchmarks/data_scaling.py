@@ -155,11 +155,14 @@ def main() -> None:
         enc_s, enc_rss = fmforge("tokenizer", "encode", "--tokenizer", str(a.work / "tok"), "--data", str(prep),
                                  "--out", str(a.work / f"shards-{w}"), "-j", str(w), *common, env=env)
         stats = json.loads((prep / "stats.json").read_text())
+        enc_stats = json.loads((a.work / f"shards-{w}" / "stats.json").read_text())
         ids, kept = ids_digest(prep)
         shards = shards_digest(a.work / f"shards-{w}")
         row = {"workers": w, "prepare_s": round(prep_s, 2), "encode_s": round(enc_s, 2),
                "prepare_peak_rss_mb": prep_rss, "encode_peak_rss_mb": enc_rss,
                "prepare_phases_s": stats.get("phase_seconds"), "prepare_inside_s": stats.get("seconds"),
+               "encode_phases_s": enc_stats.get("phase_seconds"), "encode_worker_cpu_s": enc_stats.get("worker_seconds"),
+               "encode_chunks": enc_stats.get("chunks"), "encoder": enc_stats.get("encoder"),
                "docs_kept": kept, "ids_sha": ids, "shards_sha": shards}
         ref = ref or row
         row["prepare_speedup"] = round(ref["prepare_s"] / prep_s, 2)
@@ -168,7 +171,7 @@ def main() -> None:
         results.append(row)
         print(f"workers {w:3d}: prepare {prep_s:7.1f} s ({row['prepare_speedup']:.2f}x)  encode {enc_s:6.1f} s "
               f"({row['encode_speedup']:.2f}x)  same output {row['same_output_as_first']}  "
-              f"phases {row['prepare_phases_s']}", flush=True)
+              f"phases {row['prepare_phases_s']} encode {row['encode_phases_s']} {row['encode_worker_cpu_s']}", flush=True)
         shutil.rmtree(prep)
         shutil.rmtree(a.work / f"shards-{w}")
     path = write_result("data_scaling", header, {

@@ -93,7 +93,7 @@ class DataConfig(Section):
     text_field: str = "text"
     strict: bool = False  # unreadable input is an error instead of a counted skip
     workers: int = Field(0, ge=0)  # processes for prepare; 0: every core
-    executor: Literal["local", "ray"] = "local"
+    executor: Literal["local", "ray"] = "local"  # where prepare's tasks and encode's chunks run
     ray_address: Optional[str] = None  # ray.init(address=...); None: start a local Ray
     min_chars: int = Field(64, ge=0)
     max_chars: int = Field(10_000_000, ge=1)

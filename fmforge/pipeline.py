@@ -329,7 +329,7 @@ class Pipeline:
         from fmforge.data.prepare import prepare
 
         def fn(out: Path, decision: str) -> dict:  # the data card summary (full card: prepare/datacard.md)
-            return summary(prepare(self.stage_dir("collect"), out, self.recipe.data))  # raises on too little kept
+            return summary(prepare(self.stage_dir("collect"), out, self.recipe.data, progress=self.verbose))  # raises on too little kept
 
         return self.run_stage("prepare", fn)
 
@@ -354,7 +354,8 @@ class Pipeline:
                 tok = train_bpe(texts, r.tokenizer, out)
             t_train = time.perf_counter() - t0
             s = encode_corpus(tok, docs, out / "shards", r.data.val_fraction, r.data.split_seed,
-                              workers=r.tokenizer.workers, chunk_bytes=r.tokenizer.chunk_bytes, verbose=self.verbose)
+                              workers=r.tokenizer.workers, chunk_bytes=r.tokenizer.chunk_bytes, verbose=self.verbose,
+                              executor=r.data.executor, ray_address=r.data.ray_address)
             return {"vocab_size": tok.get_vocab_size(), "train_seconds": t_train,
                     "encode_seconds": time.perf_counter() - t0 - t_train, **s.__dict__,
                     "bytes_per_token": s.bytes / max(1, s.train_tokens + s.val_tokens - s.train_docs - s.val_docs)}

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
-# what the fork server imports before forking workers (fmforge.data.preload also loads
-# the language-id model); a module that fails to import is skipped by multiprocessing
-PRELOAD = ["fmforge.data.preload", "fmforge.tokenizer.encode"]
 
 
-def context():
-    """The multiprocessing context for fmforge's worker pools."""
+def context(preload: list[str]):
+    """The multiprocessing context for a worker pool whose workers run code of the
+    modules `preload` (imported by the fork server before it forks them; e.g.
+    fmforge.data.preload, which also loads the language-id model). The server starts with
+    the first pool of the process and keeps its preload: a later pool's workers import
+    what else they need themselves, which is only slower."""
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(PRELOAD)  # takes effect when the server starts (first pool)
+        ctx.set_forkserver_preload(preload)
         return ctx
     return mp.get_context("spawn")

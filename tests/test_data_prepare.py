@@ -208,9 +208,9 @@ def test_tasks_are_sized_by_bytes_not_rows(tmp_path):
     raw = docs_table(tmp_path, docs, shards=1)
     tasks = plan_tasks(raw)
     sizes = []
-    for path, a, b in tasks:
+    for path, a, b, planned in tasks:
         sizes.append(sum(len(d["text"].encode()) for d in docs[a:b]))
-    assert sum(b - a for _, a, b in tasks) == len(docs)
+    assert sum(t[2] - t[1] for t in tasks) == len(docs)
     assert [t[1] for t in tasks] == sorted(t[1] for t in tasks) and tasks[0][1] == 0
     assert max(sizes) <= TASK_BYTES + len(book.encode()) + 10, sizes
     assert len(tasks) >= sum(sizes) // TASK_BYTES

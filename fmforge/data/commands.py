@@ -67,7 +67,7 @@ def data_prepare(input: Path = typer.Argument(..., help="folder of collected Par
     check_shards(need(input, "input folder"), "prepare input")  # before --out is made: bad input leaves nothing
     evals = [need(Path(p), "--decontaminate file") for p in (decontaminate or cfg.decontaminate)]
     with claimed(out, KIND, [input, *evals]):
-        s = prepare(input, out, cfg, workers=workers, executor=executor,
+        s = prepare(input, out, cfg, workers=workers, executor=executor, progress=True,
                     decontaminate=decontaminate or None, strict=strict or None)
     console.print_json(json.dumps(summary(s)))
     console.print(f"data card: {out / 'datacard.md'}")

@@ -10,11 +10,12 @@
 """
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
 
 from fmforge.data.tasks import run_task, task_path
+from fmforge.progress import Progress
 from fmforge.workers import context
 
 
@@ -25,27 +26,37 @@ def worker_pool(workers: int):
     if workers <= 1:
         yield None
         return
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context())
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context(["fmforge.data.preload"]))
     try:
         yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def run_tasks(tasks: list, cfg, work: Path, workers: int, pool=None) -> None:
+def run_tasks(tasks: list, cfg, work: Path, workers: int, pool=None, progress: bool = False) -> None:
+    """Phase 1: every task not done yet. `tasks`: (shard, first row, end row, text bytes)."""
     todo = [i for i in range(len(tasks)) if not task_path(work, i).exists()]
     if not todo:
         return
     cfg_json = cfg.model_dump_json()
     if cfg.executor == "ray":
         return _run_ray(tasks, todo, cfg_json, work, workers, cfg.ray_address, cfg.strict)
+    bar = Progress("prepare", len(todo), sum(tasks[i][3] for i in todo), enabled=progress)
     if pool is None or len(todo) == 1:
         for i in todo:
             run_task(i, tasks[i], cfg_json, str(work), cfg.strict)
+            bar.update(tasks[i][3], tasks[i][2] - tasks[i][1])
         return
-    futures = [pool.submit(run_task, i, tasks[i], cfg_json, str(work), cfg.strict) for i in todo]
-    for f in futures:
-        f.result()  # re-raises a worker's error here
+    futures = {pool.submit(run_task, i, tasks[i], cfg_json, str(work), cfg.strict): i for i in todo}
+    try:
+        for f in as_completed(futures):
+            f.result()  # re-raises a worker's error here
+            i = futures[f]
+            bar.update(tasks[i][3], tasks[i][2] - tasks[i][1])
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        raise
 
 
 class _RayStep:

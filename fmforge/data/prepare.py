@@ -94,10 +94,11 @@ def global_dedup(task_files: list[Path], cfg, stats: PrepareStats) -> dict[int, 
 
 
 def prepare(in_dir: Path, out_dir: Path, cfg, workers: int | None = None, executor: str | None = None,
-            decontaminate: list[str] | None = None, strict: bool | None = None) -> PrepareStats:
+            decontaminate: list[str] | None = None, strict: bool | None = None,
+            progress: bool = False) -> PrepareStats:
     """Run every prepare stage from `in_dir` (collected shards, or any Parquet with a text
     column) to `out_dir` (kept shards, stats.json, datacard.md). Arguments override the
-    recipe's data section.
+    recipe's data section; `progress` prints a progress line on stderr.
 
     Raises DataError for input without a text column and DegenerateResult when fewer than
     data.min_keep_fraction of the documents (or none) are kept; then no output is written
@@ -123,7 +124,7 @@ def prepare(in_dir: Path, out_dir: Path, cfg, workers: int | None = None, execut
     tasks = plan_tasks(in_dir)
     phase("plan")
     with worker_pool(min(n_workers, len(tasks))) as pool:
-        run_tasks(tasks, cfg, work, n_workers, pool=pool)
+        run_tasks(tasks, cfg, work, n_workers, pool=pool, progress=progress)
         phase("tasks")
         task_files = [task_path(work, i) for i in range(len(tasks))]
         stats = PrepareStats(workers=n_workers)

@@ -25,8 +25,8 @@ TASK_BYTES = 2 << 20  # text per task: small enough that a 16-worker run has no 
 TASK_DOCS = 2000  # and at most this many documents (per-task overhead stays small)
 
 
-def plan_tasks(in_dir: Path) -> list[tuple[str, int, int]]:
-    """(shard, first row, end row) ranges of about TASK_BYTES of text each (a task ends
+def plan_tasks(in_dir: Path) -> list[tuple[str, int, int, int]]:
+    """(shard, first row, end row, text bytes) ranges of about TASK_BYTES of text each (a task ends
     after the document that reaches the size), cut in input order.
 
     The plan depends on the input alone, not on the number of workers, so a run resumed
@@ -43,7 +43,7 @@ def plan_tasks(in_dir: Path) -> list[tuple[str, int, int]]:
             base = int(cum[start - 1]) if start else 0
             end = int(np.searchsorted(cum, base + TASK_BYTES, side="left")) + 1  # include the doc reaching it
             end = min(end, start + TASK_DOCS, n)
-            tasks.append((str(p), start, end))
+            tasks.append((str(p), start, end, int(cum[end - 1]) - base))
             start = end
     return tasks
 
@@ -63,7 +63,7 @@ def run_task(i: int, task: tuple[str, int, int], cfg_json: str, work: str, stric
         return str(out)
     cfg = DataConfig.model_validate_json(cfg_json)
     stages = Stages(cfg, _eval_index(work), strict)
-    kept, stats = stages.run(read_rows(*task))
+    kept, stats = stages.run(read_rows(*task[:3]))
     table = pa.Table.from_pylist(
         [{**k.doc, "lang": k.lang, "exact": k.exact, "sig": k.sig.tobytes()} for k in kept], schema=TASK_SCHEMA)
     table = table.replace_schema_metadata({"fmforge_stats": json.dumps(stats.to_dict())})

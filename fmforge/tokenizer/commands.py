@@ -84,7 +84,8 @@ def tokenizer_encode(tokenizer: Path = typer.Option(..., "--tokenizer", help="fo
     with claimed(out, "tokenizer encode", [data, tokenizer]):
         s = encode_corpus(tokenizer, data, out, r.data.val_fraction, r.data.split_seed,
                           workers=r.tokenizer.workers if workers is None else workers,
-                          chunk_bytes=r.tokenizer.chunk_bytes, fast=fast, verbose=True)
+                          chunk_bytes=r.tokenizer.chunk_bytes, fast=fast, verbose=True,
+                          executor=r.data.executor, ray_address=r.data.ray_address)
     secs = time.perf_counter() - t0
     console.print_json(json.dumps({**s.__dict__, "seconds": secs, "MB_per_s": s.bytes / 1e6 / max(secs, 1e-9)}))
 

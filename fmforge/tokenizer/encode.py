@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import re
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -31,9 +32,10 @@ import pyarrow.parquet as pq
 import xxhash
 
 from fmforge.data.documents import check_shards, iter_batches, read_table_rows, shard_paths, text_lengths
-from fmforge.errors import DegenerateResult
+from fmforge.errors import DegenerateResult, UserError
 from fmforge.tokenizer.bpe import EOT, read_tokenizer_json
 from fmforge.tokenizer.fast import Encoder
+from fmforge.progress import Progress
 from fmforge.tokenizer.shards import dtype_for, write_arrays
 from fmforge.workers import context
 
@@ -87,11 +89,18 @@ class EncodeStats:
     bytes: int = 0
     chunks: int = 0
     encoder: str = ""  # "tiktoken" (fast, verified) or "hf"
+    # wall seconds of the parent's phases, and CPU-seconds the workers spent per part of a
+    # chunk (read, encode, write): where the time goes, for benchmarks/data_scaling.py
+    phase_seconds: dict = None
+    worker_seconds: dict = None
 
     def add(self, rec: dict) -> None:
         for k in ("train_docs", "train_tokens", "val_docs", "val_tokens", "bytes"):
             setattr(self, k, getattr(self, k) + rec[k])
         self.chunks += 1
+        self.worker_seconds = self.worker_seconds or {}
+        for k, v in rec.get("seconds", {}).items():
+            self.worker_seconds[k] = round(self.worker_seconds.get(k, 0.0) + v, 3)
 
 
 def default_workers() -> int:
@@ -104,7 +113,7 @@ def default_workers() -> int:
 # ------------------------------------------------------------------ reading
 
 
-Piece = tuple[str, int, int]  # (shard, first row, end row)
+Piece = tuple[str, int, int, int]  # (shard, first row, end row, text bytes from the metadata)
 
 
 def plan_chunks(docs_dir: Path, chunk_bytes: int) -> list[list[Piece]]:
@@ -123,10 +132,10 @@ def plan_chunks(docs_dir: Path, chunk_bytes: int) -> list[list[Piece]]:
             base = int(cum[start - 1]) if start else 0
             end = int(np.searchsorted(cum, base + chunk_bytes - size, side="left")) + 1
             if end > n:  # the shard ends inside this chunk
-                cur.append((str(path), start, n))
+                cur.append((str(path), start, n, int(cum[-1]) - base))
                 size += int(cum[-1]) - base
                 break
-            cur.append((str(path), start, end))
+            cur.append((str(path), start, end, int(cum[end - 1]) - base))
             chunks.append(cur)
             cur, size, start = [], 0, end
     if cur:
@@ -135,7 +144,11 @@ def plan_chunks(docs_dir: Path, chunk_bytes: int) -> list[list[Piece]]:
 
 
 def read_chunk(pieces: list[Piece], columns=("id", "text")) -> pa.Table:
-    return pa.concat_tables([read_table_rows(p, a, b, columns) for p, a, b in pieces])
+    return pa.concat_tables([read_table_rows(p, a, b, columns) for p, a, b, _ in pieces])
+
+
+def _piece_bytes(pieces: list[Piece]) -> list[int]:
+    return [n for *_, n in pieces]
 
 
 # ------------------------------------------------------------------ one chunk (in a worker)
@@ -158,13 +171,16 @@ def _init_pool_worker(*init) -> None:
 def encode_chunk(index: int, chunk: list[Piece]) -> dict:
     """Read, encode and write one chunk's shards; returns the chunk's counts."""
     enc, out, eot, vocab = _W["enc"], _W["out"], _W["eot"], _W["vocab"]
+    t0 = time.process_time()
     table = read_chunk(chunk)
+    t1 = time.process_time()
     ids = table.column("id").to_pylist()
     texts = table.column("text").to_pylist()
     nbytes = pc.binary_length(table.column("text")).to_numpy(zero_copy_only=False).astype(np.uint64)
     val = np.fromiter((is_validation(i, _W["val_fraction"], _W["seed"]) for i in ids), bool, len(ids))
     encoded = list(enc.encode_arrays(texts, dtype_for(vocab)))
     del texts
+    t2 = time.process_time()
     rec = {"chunk": index, "bytes": int(nbytes.sum())}
     for split, mask in (("train", ~val), ("val", val)):
         docs = [e for e, m in zip(encoded, mask) if m]
@@ -180,6 +196,7 @@ def encode_chunk(index: int, chunk: list[Piece]) -> dict:
         path = out / f"{split}-{index:06d}.bin"
         write_arrays(path, tokens, offsets, nbytes[mask], vocab)
         rec.setdefault("files", {})[path.name] = path.stat().st_size
+    rec["seconds"] = {"read": round(t1 - t0, 3), "encode": round(t2 - t1, 3), "write": round(time.process_time() - t2, 3)}
     return rec
 
 
@@ -230,19 +247,32 @@ def clear_unfinished(out_dir: Path, done: dict[int, dict]) -> None:
 
 def encode_corpus(tok: Union[str, Path, "Tokenizer"], docs_dir: Path, out_dir: Path, val_fraction: float,
                   seed: int = 0, workers: int = 0, chunk_bytes: int = 8 << 20, fast: bool = True,
-                  verbose: bool = False) -> EncodeStats:
+                  verbose: bool = False, executor: str = "local", ray_address: str | None = None) -> EncodeStats:
     """Encode every document under `docs_dir` to shards in `out_dir`; resumes a killed run.
 
     `tok` is a HF `Tokenizer`, a tokenizer.json path or its folder. `workers=0`: every core.
+    `executor="ray"`: chunks run as Ray tasks (on the cluster at `ray_address`, or a local
+    Ray), `workers` at a time; every node must see `docs_dir` and `out_dir` at the same
+    paths (a shared file system). The shards are the same as the local executor's.
     """
     out_dir = Path(out_dir)
+    phases, clock = {}, [time.perf_counter()]
+
+    def phase(name: str) -> None:
+        now = time.perf_counter()
+        phases[name] = round(now - clock[0], 3)
+        clock[0] = now
+
     check_shards(docs_dir, "encode input")
     check_split(docs_dir, val_fraction, seed)  # before any output: a split without one side is no corpus
+    phase("check_input")
     out_dir.mkdir(parents=True, exist_ok=True)
     tok_json = tok.to_str() if hasattr(tok, "to_str") else read_tokenizer_json(tok)
     chunks = plan_chunks(docs_dir, chunk_bytes)
+    phase("plan")
     check = _prefix_texts(chunks[0], CHECK_BYTES) if chunks else []
     enc = Encoder(tok_json, fast=fast, check_texts=check)
+    phase("encoder")
     if enc.token_to_id(EOT) is None:
         raise ValueError(f"the tokenizer has no document boundary token {EOT}")
     if enc.kind != "tiktoken" and verbose:
@@ -256,17 +286,20 @@ def encode_corpus(tok: Union[str, Path, "Tokenizer"], docs_dir: Path, out_dir: P
     records = dict(done)
     init = (tok_json, enc.kind == "tiktoken", str(out_dir), val_fraction, seed)
     workers = workers or default_workers()
+    left = [c for i, c in enumerate(chunks) if i not in done]
+    bar = Progress("encode", len(left), sum(b for c in left for b in _piece_bytes(c)), unit="chunks", enabled=verbose)
     try:
-        for rec in _run(todo, workers, init, enc):
+        run = _run_ray(todo, workers, init, ray_address) if executor == "ray" else _run(todo, workers, init, enc)
+        for rec in run:
             records[rec["chunk"]] = rec
             log.write(json.dumps(rec) + "\n")
             log.flush()
             os.fsync(log.fileno())
-            if verbose:
-                print(f"[tokenizer] chunk {rec['chunk']} encoded", file=sys.stderr)
+            bar.update(rec["bytes"], rec["train_docs"] + rec["val_docs"])
     finally:
         log.close()
-    stats = EncodeStats(encoder=enc.kind)
+    phase("chunks")
+    stats = EncodeStats(encoder=enc.kind, phase_seconds=phases)
     for i in sorted(records):
         stats.add(records[i])
     tmp = out_dir / f".stats.json.tmp-{os.getpid()}"
@@ -288,7 +321,7 @@ def _run(todo, workers: int, init: tuple, enc: Encoder) -> Iterator[dict]:
     if procs <= 1:
         yield from _run(chain(ahead, todo), 1, init, enc)
         return
-    with ProcessPoolExecutor(procs, mp_context=context(),
+    with ProcessPoolExecutor(procs, mp_context=context(["fmforge.tokenizer.encode"]),
                              initializer=_init_pool_worker, initargs=init) as pool:
         pending = set()
         try:
@@ -306,6 +339,47 @@ def _run(todo, workers: int, init: tuple, enc: Encoder) -> Iterator[dict]:
             raise
 
 
+def _encode_on_ray(init: tuple, index: int, chunk: list[Piece]) -> dict:
+    """One chunk in a Ray worker process; the encoder is built once per process."""
+    if _W.get("init") != init:
+        _init_pool_worker(*init)
+        _W["init"] = init
+    return encode_chunk(index, chunk)
+
+
+def _run_ray(todo, workers: int, init: tuple, address: str | None) -> Iterator[dict]:
+    """Chunks as Ray tasks, at most 2 per worker in flight; the order of results does not
+    matter (each chunk writes its own shards, the log is keyed by chunk)."""
+    try:
+        import ray
+    except ImportError as e:
+        raise UserError("data.executor=ray needs the ray extra: pip install 'fmforge[ray]'") from e
+    started = False
+    if not ray.is_initialized():
+        import fmforge
+
+        root = str(Path(fmforge.__file__).resolve().parent.parent)  # workers import this checkout
+        ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": root, "TOKENIZERS_PARALLELISM": "false"}},
+                 log_to_driver=False)
+        started = True
+    try:
+        task = ray.remote(num_cpus=1, max_retries=2)(_encode_on_ray)  # a lost node's chunk runs again
+        init_ref = ray.put(init)
+        pending = []
+        for i, c in todo:
+            while len(pending) >= 2 * workers:
+                finished, pending = ray.wait(pending, num_returns=1)
+                yield from ray.get(finished)
+            pending.append(task.remote(init_ref, i, c))
+        while pending:
+            finished, pending = ray.wait(pending, num_returns=1)
+            yield from ray.get(finished)
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def _open_log(out_dir: Path, want: dict, done: dict[int, dict]):
     """Rewrite the progress log (plan + done chunks), then append to it."""
     tmp = out_dir / f".{PROGRESS}.tmp-{os.getpid()}"
@@ -318,7 +392,7 @@ def _prefix_texts(chunk: list[Piece], max_bytes: int) -> list[str]:
     """The first documents of the corpus, up to `max_bytes` of text: what the fast encoder
     is checked on against HF before encoding."""
     out, total = [], 0
-    path, start, end = chunk[0]
+    path, start, end, _ = chunk[0]
     for t in read_table_rows(path, start, min(end, start + 256), ("text",)).column("text").to_pylist():
         out.append(t[: max_bytes - total])
         total += len(out[-1])
