@@ -104,13 +104,15 @@ def train(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt,
     if out is None:
         p.run_stages(["collect", "prepare", "tokenizer", "train"])
         return
-    p.run_stages(["collect", "prepare", "tokenizer"])
+    p.run_stages(["collect", "prepare", "tokenizer"], close=False)
     if p.is_main:
         with claimed(out, "train", [p.stage_dir("tokenizer"), p.stage_dir("prepare")]), locked(out):
             res = p.train(out)
+        p.close()
         console.print_json(json.dumps(res.summary))
     else:
         p.train(out)
+        p.close()
 
 
 @app.command("eval")

@@ -388,12 +388,26 @@ class Pipeline:
 
         return self.run_stage("sample", lambda out, decision: sample_run(self.recipe, self.dir, out))
 
-    def run_stages(self, names: list[str]) -> list[StageRun]:
+    def run_stages(self, names: list[str], close: bool = True) -> list[StageRun]:
         """Run `names` in order, holding the run folder's lock."""
         with self.lock():
             for name in names:
                 getattr(self, name)()
+        if close:
+            self.close()
         return self.runs
+
+    def close(self) -> None:
+        """Under torchrun: end the process group the ranks agreed through. Left alive to the
+        interpreter's exit, gloo's threads abort the process (SIGABRT, 'terminate called
+        without an active exception') after every stage was skipped."""
+        if self._control is not None:
+            import torch.distributed as dist
+
+            dist.barrier(group=self._control)
+            self._control = None
+            if dist.is_initialized():
+                dist.destroy_process_group()
 
     def run_all(self) -> dict:
         t0 = time.perf_counter()

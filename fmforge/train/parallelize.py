@@ -24,6 +24,7 @@ class Runtime:
     local_rank: int = 0
     autocast_dtype: torch.dtype | None = None
     compile: bool = False
+    owns_group: bool = False  # setup() made the process group, so teardown() ends it
 
     @property
     def is_main(self) -> bool:
@@ -55,13 +56,14 @@ def setup(cfg: TrainConfig) -> Runtime:
         device = torch.device("cpu")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-    if world > 1 and not dist.is_initialized():
+    owns = world > 1 and not dist.is_initialized()
+    if owns:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     dtype = {"bfloat16": torch.bfloat16, "float32": None}.get(cfg.dtype)
     if cfg.dtype == "auto":
         dtype = torch.bfloat16 if device.type == "cuda" else None
     use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
-    return Runtime(device, rank, world, local, dtype, use_compile)
+    return Runtime(device, rank, world, local, dtype, use_compile, owns)
 
 
 def prefer_attention(choice: str, device: torch.device) -> None:
@@ -138,5 +140,6 @@ def all_reduce_mean(x: torch.Tensor, rt: Runtime) -> torch.Tensor:
 
 
 def teardown(rt: Runtime) -> None:
-    if rt.world > 1 and dist.is_initialized():
+    """End the process group setup() made; one made by a caller (the pipeline's) is the caller's to end."""
+    if rt.owns_group and dist.is_initialized():
         dist.destroy_process_group()
