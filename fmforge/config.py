@@ -138,7 +138,9 @@ class TokenizerConfig(Section):
     )
     path: Optional[str] = None  # use an existing tokenizer.json instead of training one
     workers: int = Field(0, ge=0)  # encode processes; 0: every core
-    chunk_bytes: int = Field(8 << 20, ge=1)  # text per encode work unit = per shard (sets shard size)
+    # text per encode work unit = per shard; None: from the corpus size (about 256 chunks,
+    # 1-64 MiB each), so 16 workers get enough units to balance and a big corpus few files
+    chunk_bytes: Optional[int] = Field(None, ge=1)
 
 
 class ModelConfig(Section):

@@ -47,6 +47,8 @@ def run_tasks(tasks: list, cfg, work: Path, workers: int, pool=None, progress: b
             run_task(i, tasks[i], cfg_json, str(work), cfg.strict)
             bar.update(tasks[i][3], tasks[i][2] - tasks[i][1])
         return
+    # largest first: a big task started last would leave the other workers idle at the end
+    todo.sort(key=lambda i: -tasks[i][3])
     futures = {pool.submit(run_task, i, tasks[i], cfg_json, str(work), cfg.strict): i for i in todo}
     try:
         for f in as_completed(futures):

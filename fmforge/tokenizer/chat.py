@@ -5,9 +5,11 @@ A turn is a role header line, the content, then the end-of-text token, then a ne
 
     <|user|>\\nHello<|endoftext|>\\n<|assistant|>\\nHi!<|endoftext|>\\n
 
-The headers are plain text (our tokenizers have no special tokens for roles, and document
-text never yields special tokens), so any fmforge tokenizer can render it; the end-of-text
-token after each turn is what teaches a fine-tuned model to stop. `render_chat` is the same
+The role headers `<|system|>`, `<|user|>`, `<|assistant|>` are special tokens of the
+default tokenizer (recipe `tokenizer.special_tokens`): encode a rendered chat with special
+tokens parsed (HF `Tokenizer.encode` does by default; document text never yields them),
+and a tokenizer without them spells them as text. The end-of-text token after each turn is
+what teaches a fine-tuned model to stop. `render_chat` is the same
 string as the Jinja template rendered by transformers' `apply_chat_template` (a test checks).
 """
 from __future__ import annotations

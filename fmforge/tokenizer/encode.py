@@ -116,6 +116,12 @@ def default_workers() -> int:
 Piece = tuple[str, int, int, int]  # (shard, first row, end row, text bytes from the metadata)
 
 
+def auto_chunk_bytes(docs_dir: Path) -> int:
+    """About 256 chunks of the corpus, each 1 to 64 MiB: from its size alone, like the plan."""
+    total = sum(int(text_lengths(pq.ParquetFile(p)).sum()) for p in shard_paths(docs_dir))
+    return int(min(max(total // 256, 1 << 20), 64 << 20))
+
+
 def plan_chunks(docs_dir: Path, chunk_bytes: int) -> list[list[Piece]]:
     """The corpus cut in read order into chunks of about `chunk_bytes` of text (a chunk
     ends after the document that reaches the size), each a list of row ranges of the
@@ -246,7 +252,7 @@ def clear_unfinished(out_dir: Path, done: dict[int, dict]) -> None:
 
 
 def encode_corpus(tok: Union[str, Path, "Tokenizer"], docs_dir: Path, out_dir: Path, val_fraction: float,
-                  seed: int = 0, workers: int = 0, chunk_bytes: int = 8 << 20, fast: bool = True,
+                  seed: int = 0, workers: int = 0, chunk_bytes: int | None = None, fast: bool = True,
                   verbose: bool = False, executor: str = "local", ray_address: str | None = None) -> EncodeStats:
     """Encode every document under `docs_dir` to shards in `out_dir`; resumes a killed run.
 
@@ -268,6 +274,7 @@ def encode_corpus(tok: Union[str, Path, "Tokenizer"], docs_dir: Path, out_dir: P
     phase("check_input")
     out_dir.mkdir(parents=True, exist_ok=True)
     tok_json = tok.to_str() if hasattr(tok, "to_str") else read_tokenizer_json(tok)
+    chunk_bytes = chunk_bytes or auto_chunk_bytes(docs_dir)
     chunks = plan_chunks(docs_dir, chunk_bytes)
     phase("plan")
     check = _prefix_texts(chunks[0], CHECK_BYTES) if chunks else []
