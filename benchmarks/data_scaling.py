@@ -52,6 +52,32 @@ def cpu_topology() -> dict:
             "hardware_threads": len(cores) < len(cpus)}
 
 
+CEILING_LOOP = """
+import re, time, zlib
+text = open(__import__('sys').argv[1]).read()
+t0 = time.perf_counter()
+for _ in range(3):
+    words = re.findall(r"\\w+", text)
+    zlib.crc32(" ".join(sorted(set(words))).encode())
+print(time.perf_counter() - t0)
+"""
+
+
+def cpu_ceiling(counts: list[int], sample: Path) -> list[dict]:
+    """What the machine itself gives N busy processes: each runs the same text-processing
+    loop (regex words, set, sort, crc) at the same time; speed-up = N x (time alone) /
+    (slowest time among N). Shared caches, memory bandwidth, all-core clocks and hidden
+    hardware threads all show here, so the stages' scaling can be read against it."""
+    rows, alone = [], None
+    for n in counts:
+        procs = [subprocess.Popen([sys.executable, "-c", CEILING_LOOP, str(sample)], stdout=subprocess.PIPE, text=True)
+                 for _ in range(n)]
+        times = [float(p.communicate()[0]) for p in procs]
+        alone = alone or max(times)
+        rows.append({"processes": n, "slowest_s": round(max(times), 3), "speedup": round(n * alone / max(times), 2)})
+    return rows
+
+
 def perturb(text: str, k: int) -> str:
     if k == 0:
         return text
@@ -144,6 +170,11 @@ def main() -> None:
     common = ["--set", "data.val_fraction=0.01"]
     collect_s, _ = fmforge("data", "collect", str(raw), "--out", str(a.work / "collected"), env=env)
     print(f"collect: {collect_s:.1f} s", flush=True)
+    sample = a.work / "ceiling-sample.txt"
+    with zstandard.open(a.shared / "enwiki.jsonl.zst", "rt") as f:
+        sample.write_text("".join(json.loads(line)["text"] for _, line in zip(range(300), f)))
+    ceiling = cpu_ceiling([int(x) for x in a.workers.split(",")], sample)
+    print(f"cpu ceiling: {ceiling}", flush=True)
     results, ref = [], None
     for w in [int(x) for x in a.workers.split(",")]:
         prep = a.work / f"prepared-{w}"
@@ -175,7 +206,7 @@ def main() -> None:
         shutil.rmtree(prep)
         shutil.rmtree(a.work / f"shards-{w}")
     path = write_result("data_scaling", header, {
-        "cpu_topology": cpu_topology(), "corpus_mb": round(mb, 1), "corpus_docs": n, "copies": a.copies,
+        "cpu_topology": cpu_topology(), "cpu_ceiling": ceiling, "corpus_mb": round(mb, 1), "corpus_docs": n, "copies": a.copies,
         "collect_s": round(collect_s, 2),
         "note": "peak RSS: the largest single process (parent or one worker) of each command",
         "results": results}, a.out)
