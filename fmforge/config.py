@@ -92,6 +92,7 @@ class DataConfig(Section):
     include: list[str] = Field(default_factory=lambda: ["*"])  # file-name globs for folders; each file read by its format
     text_field: str = "text"
     strict: bool = False  # unreadable input is an error instead of a counted skip
+    html_extractor: Literal["resiliparse", "trafilatura"] = "resiliparse"  # WARC HTML to main text (trafilatura: FineWeb's)
     workers: int = Field(0, ge=0)  # processes for prepare; 0: every core
     executor: Literal["local", "ray"] = "local"  # where prepare's tasks and encode's chunks run
     ray_address: Optional[str] = None  # ray.init(address=...); None: start a local Ray

@@ -319,7 +319,7 @@ class Pipeline:
 
         def fn(out: Path, decision: str) -> dict:
             d = self.recipe.data
-            s = collect(d.sources, d.include, out, text_field=d.text_field, strict=d.strict)
+            s = collect(d.sources, d.include, out, text_field=d.text_field, strict=d.strict, html_extractor=d.html_extractor)
             return {"docs": s.docs, "bytes": s.bytes, "skipped": s.skipped}
 
         return self.run_stage("collect", fn)

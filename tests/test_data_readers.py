@@ -123,7 +123,7 @@ def test_warc_gz_html_to_main_text(tmp_path):
     assert len(docs) == 1 and "lighthouse keeper" in docs[0]["text"] and "var x" not in docs[0]["text"]
     meta = json.loads(docs[0]["meta"])
     assert meta["url"] == "https://example.org/a" and meta["date"].startswith("2024-01-02")
-    assert stats.skipped == {"warc_not_text": 1}
+    assert stats.skipped == {"warc_content_type:image/png": 1}
 
 
 def test_tar_gz_of_text_files_and_folder_skips(tmp_path):

@@ -30,6 +30,7 @@ class CollectStats:
     files_seen: int = 0  # files under the folders walked
     files_matched: int = 0  # of those, matching `include`
     suffixes_seen: dict[str, int] = field(default_factory=dict)  # of the unmatched ones, for the error message
+    html_extractor: str = "resiliparse"  # how WARC HTML becomes main text (data.html_extractor)
 
     def skip(self, reason: str, where: str) -> None:
         if self.strict:
@@ -102,13 +103,13 @@ def nothing_collected(sources: list[str], include: list[str], stats: CollectStat
 
 
 def collect(sources: list[str], include: list[str], out_dir: Path, text_field: str = "text",
-            strict: bool = False) -> CollectStats:
+            strict: bool = False, html_extractor: str = "resiliparse") -> CollectStats:
     """Read every source into Parquet shards in `out_dir` (written shard by shard, each
     by temp file and rename; shards an earlier collect wrote there and this one did not
     are removed). No document at all is a DegenerateResult, with nothing written."""
     from fmforge.outputs import OutputDir
 
-    stats = CollectStats(strict=strict)
+    stats = CollectStats(strict=strict, html_extractor=html_extractor)
     writer = ShardWriter(out_dir)
     for source in sources:
         for doc in iter_source(source, include, stats, text_field):

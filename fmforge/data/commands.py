@@ -29,17 +29,20 @@ def data_collect(sources: List[str] = typer.Argument(..., help="folders (plain o
                  out: Path = typer.Option(..., "--out", "-o", help="output folder of Parquet shards"),
                  include: List[str] = typer.Option(["*"], "--include", help="file-name globs for folders"),
                  text_field: str = typer.Option("text", "--text-field", help="JSONL/Parquet/HF field holding the text"),
-                 strict: bool = typer.Option(False, "--strict", help="stop at the first unreadable record instead of counting it")):
+                 strict: bool = typer.Option(False, "--strict", help="stop at the first unreadable record instead of counting it"),
+                 html_extractor: str = typer.Option("resiliparse", "--html-extractor", help="WARC HTML to main text: resiliparse | trafilatura")):
     """Read raw sources into Parquet shards of {id, text, source, meta}.
 
     Example: fmforge data collect stdlib ~/notes --include '*.py' --include '*.md' --out runs/raw
     """
     from fmforge.data.collect import collect
 
+    if html_extractor not in ("resiliparse", "trafilatura"):
+        raise typer.BadParameter("--html-extractor must be resiliparse or trafilatura")
     for s in sources:
         need(s, "data source")
     with claimed(out, "data collect", sources):
-        s = collect(sources, include, out, text_field=text_field, strict=strict)
+        s = collect(sources, include, out, text_field=text_field, strict=strict, html_extractor=html_extractor)
     console.print_json(json.dumps({"docs": s.docs, "bytes": s.bytes, "skipped": s.skipped, "examples": s.examples}))
 
 

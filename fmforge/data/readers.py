@@ -223,29 +223,11 @@ def iter_hf_dataset(folder: Path, stats, text_field: str = "text", source=None, 
 
 
 def iter_warc(path: Path, stats, text_field: str = "text", source=None, name=None) -> Iterator[dict]:
-    """HTML (and plain-text) responses of a WARC file, as main text via Resiliparse."""
-    from fastwarc.warc import ArchiveIterator, WarcRecordType
-    from resiliparse.extract.html2text import extract_plain_text
-    from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+    """Text records of a WARC file as main text (fmforge.data.warc)."""
+    from fmforge.data.warc import iter_warc_records
 
     source, name = _where(path, source, name)
-    n = 0
-    with open(path, "rb") as f:
-        try:
-            for rec in ArchiveIterator(f, record_types=WarcRecordType.response, parse_http=True):
-                n += 1
-                url = rec.headers.get("WARC-Target-URI", "")
-                ctype = (rec.http_headers.get("Content-Type", "") if rec.http_headers else "").lower()
-                body = rec.reader.read()
-                if "html" not in ctype and "text/plain" not in ctype:
-                    stats.skip("warc_not_text", f"{path}: record {n} ({url}): {ctype or 'no content type'}")
-                    continue
-                html = bytes_to_str(body, detect_encoding(body))
-                text = extract_plain_text(html, main_content=True) if "html" in ctype else html
-                yield make_doc(text, source, f"{name}:{rec.record_id or f'record:{n}'}", url=url,
-                               date=rec.headers.get("WARC-Date", ""), content_type=ctype)
-        except Exception as e:  # FastWARC stops on truncated/corrupt archives
-            stats.skip("truncated_file", f"{path}: after record {n}: {type(e).__name__}: {e}")
+    yield from iter_warc_records(path, stats, source, name, getattr(stats, "html_extractor", "resiliparse"))
 
 
 def iter_tar(path: Path, stats, text_field: str = "text", source=None, name=None) -> Iterator[dict]:

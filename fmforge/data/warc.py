@@ -1,0 +1,185 @@
+"""WARC records to documents: which records are read, how an HTTP body is decoded
+(transfer encoding, then content encodings), which charset it is in, and main-text
+extraction (Resiliparse by default, trafilatura as FineWeb used; data.html_extractor).
+
+Each record that gives no document is counted under a reason (stats.skip), so a WARC of
+gzip bodies or browser-archived `resource` records never silently becomes garbage or nothing.
+"""
+from __future__ import annotations
+
+import re
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+from fmforge.data.documents import make_doc
+
+READ_TYPES = ("response", "resource", "conversion")
+SKIP_TYPES = ("revisit", "request", "metadata", "warcinfo")
+TEXT_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
+META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
+
+
+class BodyError(ValueError):
+    pass
+
+
+def dechunk(body: bytes) -> bytes:
+    """HTTP/1.1 chunked transfer coding (RFC 9112 7.1); a missing last chunk is an error."""
+    out, pos = bytearray(), 0
+    while True:
+        end = body.find(b"\r\n", pos)
+        if end < 0:
+            raise BodyError("chunked body ends before its last chunk")
+        size_s = body[pos:end].split(b";")[0].strip()
+        try:
+            size = int(size_s, 16)
+        except ValueError:
+            raise BodyError(f"bad chunk size {size_s[:20]!r}") from None
+        if size == 0:
+            return bytes(out)
+        start = end + 2
+        if start + size > len(body):
+            raise BodyError("chunk runs past the end of the body")
+        out += body[start:start + size]
+        pos = start + size + 2
+
+
+def decode_content(body: bytes, coding: str) -> bytes:
+    coding = coding.strip().lower()
+    if coding in ("", "identity"):
+        return body
+    try:
+        if coding in ("gzip", "x-gzip"):
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif coding == "deflate":  # zlib-wrapped per the RFC; raw deflate as servers often send
+            d = zlib.decompressobj(zlib.MAX_WBITS if body[:1] == b"\x78" else -zlib.MAX_WBITS)
+        elif coding == "br":
+            import brotli
+
+            return brotli.decompress(body)
+        elif coding == "zstd":
+            import zstandard
+
+            return zstandard.ZstdDecompressor().decompressobj().decompress(body)
+        else:
+            raise BodyError(f"unknown content encoding {coding!r}")
+        out = d.decompress(body)
+        if not d.eof:
+            raise BodyError(f"{coding} body is truncated")
+        return out
+    except BodyError:
+        raise
+    except Exception as e:
+        raise BodyError(f"{coding}: {type(e).__name__}: {e}") from None
+
+
+def decode_body(body: bytes, headers) -> bytes:
+    """Undo Transfer-Encoding, then each Content-Encoding in reverse order of application."""
+    te = [t.strip().lower() for t in (headers.get("Transfer-Encoding") or "").split(",") if t.strip()]
+    for t in reversed(te):
+        body = dechunk(body) if t == "chunked" else decode_content(body, t)
+    ce = [c for c in (headers.get("Content-Encoding") or "").split(",") if c.strip()]
+    for c in reversed(ce):
+        body = decode_content(body, c)
+    return body
+
+
+def charset_of(ctype_header: str, body: bytes, is_html: bool) -> str:
+    """HTTP header charset, then the HTML meta tag, then detection (Resiliparse)."""
+    import codecs
+
+    from resiliparse.parse.encoding import detect_encoding
+
+    candidates = []
+    m = re.search(r"charset\s*=\s*[\"']?([A-Za-z0-9_.:-]+)", ctype_header, re.I)
+    if m:
+        candidates.append(m.group(1))
+    if is_html:
+        m2 = META_CHARSET.search(body[:4096])
+        if m2:
+            candidates.append(m2.group(1).decode("ascii", "ignore"))
+    for c in candidates:
+        try:
+            name = codecs.lookup(c).name
+        except LookupError:
+            continue
+        return "cp1252" if name in ("latin-1", "iso8859-1", "ascii") else name  # WHATWG: latin-1 means windows-1252
+    return detect_encoding(body)
+
+
+def extract(html: str, extractor: str) -> str:
+    if extractor == "trafilatura":
+        import trafilatura
+
+        return trafilatura.extract(html, include_comments=False) or ""
+    from resiliparse.extract.html2text import extract_plain_text
+
+    return extract_plain_text(html, main_content=True)
+
+
+def iter_warc_records(path: Path, stats, source: str, name: str, extractor: str = "resiliparse") -> Iterator[dict]:
+    from fastwarc.warc import ArchiveIterator, WarcRecordType
+
+    n = 0
+    with open(path, "rb") as f:
+        try:
+            for rec in ArchiveIterator(f, record_types=WarcRecordType.any_type, parse_http=False):
+                n += 1
+                wtype = (rec.headers.get("WARC-Type") or "").lower()
+                url = rec.headers.get("WARC-Target-URI", "")
+                where = f"{path}: record {n} ({url or wtype})"
+                if wtype not in READ_TYPES:
+                    stats.skip(f"warc_{wtype or 'unknown'}_record" if wtype in SKIP_TYPES else "warc_unknown_record", where)
+                    continue
+                raw = rec.reader.read()
+                doc = record_doc(wtype, rec.headers, raw, stats, where, extractor)
+                if doc is None:
+                    continue
+                text, ctype = doc
+                yield make_doc(text, source, f"{name}:{rec.headers.get('WARC-Record-ID') or f'record:{n}'}", url=url,
+                               date=rec.headers.get("WARC-Date", ""), content_type=ctype,
+                               language=rec.headers.get("WARC-Identified-Content-Language", "") or "text",
+                               record_id=rec.headers.get("WARC-Record-ID", ""))
+        except Exception as e:  # FastWARC stops on truncated/corrupt archives
+            stats.skip("truncated_file", f"{path}: after record {n}: {type(e).__name__}: {e}")
+
+
+def _http_split(raw: bytes):
+    """Status line + headers of an HTTP response block, and its body."""
+    end = raw.find(b"\r\n\r\n")
+    sep = 4
+    if end < 0:
+        end, sep = raw.find(b"\n\n"), 2
+    if end < 0:
+        raise BodyError("no end of HTTP headers")
+    lines = raw[:end].decode("iso-8859-1").splitlines()
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            headers[k.strip().title()] = v.strip()
+    return headers, raw[end + sep:]
+
+
+def record_doc(wtype: str, wheaders, raw: bytes, stats, where: str, extractor: str):
+    from resiliparse.parse.encoding import bytes_to_str
+
+    if wtype == "response" and "application/http" in (wheaders.get("Content-Type") or "").lower():
+        try:
+            headers, body = _http_split(raw)
+            body = decode_body(body, headers)
+        except BodyError as e:
+            stats.skip("warc_undecodable_body", f"{where}: {e}")
+            return None
+        ctype_header = headers.get("Content-Type", "")
+    else:  # resource / conversion: the block is the document itself
+        body, ctype_header = raw, wheaders.get("Content-Type", "")
+    ctype = ctype_header.split(";")[0].strip().lower()
+    if ctype not in TEXT_TYPES:
+        stats.skip(f"warc_content_type:{ctype or 'none'}", where)
+        return None
+    is_html = ctype != "text/plain"
+    html = bytes_to_str(body, charset_of(ctype_header, body, is_html))
+    text = extract(html, extractor) if is_html else html
+    return text, ctype

@@ -1,0 +1,154 @@
+"""WARC reading: HTTP encodings, record types, charsets; files written with warcio (the peer)."""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import zlib
+
+import pytest
+
+pytest.importorskip("warcio")
+from warcio.statusandheaders import StatusAndHeaders  # noqa: E402
+from warcio.warcwriter import WARCWriter  # noqa: E402
+
+from fmforge.data.collect import CollectStats  # noqa: E402
+from fmforge.data.readers import iter_warc  # noqa: E402
+
+PLAIN = "Grüße aus Köln, naïve café déjà vu."
+
+
+def write_warc(path, records, gz=True):
+    with open(path, "wb") as f:
+        w = WARCWriter(f, gzip=gz)
+        for kind, url, headers, body in records:
+            if kind == "response":
+                http = StatusAndHeaders("200 OK", headers, protocol="HTTP/1.1")
+                rec = w.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=http)
+            else:
+                rec = w.create_warc_record(url, kind, payload=io.BytesIO(body),
+                                           warc_content_type=dict(headers).get("Content-Type", "text/html"))
+            w.write_record(rec)
+
+
+def read(path, **kw):
+    st = CollectStats(**kw)
+    return list(iter_warc(path, st)), st
+
+
+def chunked(b: bytes, n=7) -> bytes:
+    parts = [b[i:i + n] for i in range(0, len(b), n)]
+    return b"".join(b"%x\r\n" % len(p) + p + b"\r\n" for p in parts) + b"0\r\n\r\n"
+
+
+def test_content_and_transfer_encodings(tmp_path):
+    import brotli
+    import zstandard
+
+    body = PLAIN.encode("utf-8")
+    ct = ("Content-Type", "text/plain; charset=utf-8")
+    cases = {
+        "identity": ([ct], body),
+        "gzip": ([ct, ("Content-Encoding", "gzip")], gzip.compress(body)),
+        "deflate": ([ct, ("Content-Encoding", "deflate")], zlib.compress(body)),
+        "rawdeflate": ([ct, ("Content-Encoding", "deflate")], zlib.compress(body)[2:-4]),
+        "br": ([ct, ("Content-Encoding", "br")], brotli.compress(body)),
+        "zstd": ([ct, ("Content-Encoding", "zstd")], zstandard.ZstdCompressor().compress(body)),
+        "chunked": ([ct, ("Transfer-Encoding", "chunked")], chunked(body)),
+        "chunked+gzip": ([ct, ("Transfer-Encoding", "chunked"), ("Content-Encoding", "gzip")], chunked(gzip.compress(body))),
+    }
+    p = tmp_path / "enc.warc.gz"
+    write_warc(p, [("response", f"https://e.org/{k}", h, b) for k, (h, b) in cases.items()])
+    docs, st = read(p)
+    assert [d["text"] for d in docs] == [PLAIN] * len(cases), st.skipped
+    assert st.skipped == {}
+    meta = json.loads(docs[0]["meta"]) if isinstance(docs[0]["meta"], str) else docs[0]["meta"]
+    assert meta["url"] == "https://e.org/identity" and meta["content_type"] == "text/plain"
+    assert meta["record_id"].startswith("<urn:uuid:") and meta["date"]
+
+
+def test_undecodable_bodies_counted(tmp_path):
+    ct = ("Content-Type", "text/plain")
+    p = tmp_path / "bad.warc"
+    write_warc(p, [("response", "https://e.org/g", [ct, ("Content-Encoding", "gzip")], gzip.compress(bytes(range(256)) * 4)[:60]),
+                   ("response", "https://e.org/c", [ct, ("Transfer-Encoding", "chunked")], b"zz\r\nabc"),
+                   ("response", "https://e.org/ok", [ct], b"fine text")], gz=False)
+    docs, st = read(p)
+    assert [d["text"] for d in docs] == ["fine text"]
+    assert st.skipped == {"warc_undecodable_body": 2}
+    assert "https://e.org/g" in st.examples["warc_undecodable_body"][0]
+
+
+@pytest.mark.parametrize("charset,header,meta", [
+    ("latin-1", "text/html; charset=iso-8859-1", False),
+    ("cp1252", "text/html; charset=windows-1252", False),
+    ("shift_jis", "text/html", True),
+    ("utf-8", "text/html", True),
+    ("utf-8", "text/html", False),
+])
+def test_charsets(tmp_path, charset, header, meta):
+    text = "日本語のテキストです。これは本文です。" if charset in ("shift_jis", "utf-8") else "Café crème – déjà “vu”" if charset == "cp1252" else "Café crème à Paris"
+    if charset == "latin-1":
+        text = "Café crème à Paris"
+    head = f'<meta charset="{charset}">' if meta else ""
+    html = f"<html><head>{head}<title>t</title></head><body><p>{text}</p></body></html>".encode(charset)
+    p = tmp_path / "cs.warc.gz"
+    write_warc(p, [("response", "https://e.org/", [("Content-Type", header)], html)])
+    docs, st = read(p)
+    assert [d["text"] for d in docs] == [text]
+    docs[0]["text"].encode("utf-8")
+
+
+def test_record_types(tmp_path):
+    html = b"<html><body><p>A resource page body.</p></body></html>"
+    p = tmp_path / "types.warc.gz"
+    write_warc(p, [("resource", "https://e.org/r", [("Content-Type", "text/html")], html),
+                   ("conversion", "https://e.org/c", [("Content-Type", "text/plain")], b"converted text"),
+                   ("metadata", "https://e.org/m", [("Content-Type", "application/json")], b"{}"),
+                   ("request", "https://e.org/q", [("Content-Type", "application/http")], b"GET / HTTP/1.1\r\n\r\n"),
+                   ("response", "https://e.org/i.png", [("Content-Type", "image/png")], b"\x89PNG"),
+                   ("response", "https://e.org/j", [("Content-Type", "application/json")], b"{}")])
+    docs, st = read(p)
+    assert [d["text"] for d in docs] == ["A resource page body.", "converted text"]
+    assert st.skipped == {"warc_metadata_record": 1, "warc_request_record": 1,
+                          "warc_content_type:image/png": 1, "warc_content_type:application/json": 1}
+
+
+def test_trafilatura_option(tmp_path):
+    body = "<p>" + "This is the main article text of the page, long enough to be kept. " * 5 + "</p>"
+    html = f"<html><body><nav>Home | About</nav><article>{body}</article><footer>Copyright</footer></body></html>"
+    p = tmp_path / "t.warc.gz"
+    write_warc(p, [("response", "https://e.org/", [("Content-Type", "text/html; charset=utf-8")], html.encode())])
+    docs, _ = read(p, html_extractor="trafilatura")
+    assert docs[0]["text"] == ("This is the main article text of the page, long enough to be kept. " * 5).strip()
+
+
+def test_truncated_file_keeps_earlier_records(tmp_path):
+    p = tmp_path / "full.warc.gz"
+    recs = [("response", f"https://e.org/{i}", [("Content-Type", "text/plain")], f"doc {i} ".encode() * 50) for i in range(3)]
+    write_warc(p, recs)
+    data = p.read_bytes()
+    cut = tmp_path / "cut.warc.gz"
+    cut.write_bytes(data[: int(len(data) * 0.8)])
+    docs, st = read(cut)
+    assert [d["text"] for d in docs] == [f"doc {i} " * 50 for i in range(len(docs))]
+    assert len(docs) >= 1 and (len(docs) == 3 or st.skipped), st.skipped
+    garbage = tmp_path / "junk.warc"
+    garbage.write_bytes(b"not a warc file at all\r\n" * 10)
+    docs, st = read(garbage)
+    assert docs == []
+
+
+def test_collect_cli_counts(tmp_path):
+    from typer.testing import CliRunner
+
+    from fmforge.cli import app
+
+    p = tmp_path / "c.warc.gz"
+    write_warc(p, [("response", "https://e.org/a", [("Content-Type", "text/plain"), ("Content-Encoding", "gzip")], gzip.compress(b"hello there")),
+                   ("resource", "https://e.org/r", [("Content-Type", "text/html")], b"<html><body><p>resource text</p></body></html>"),
+                   ("response", "https://e.org/p.png", [("Content-Type", "image/png")], b"\x89PNG")])
+    r = CliRunner().invoke(app, ["data", "collect", str(p), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output[r.output.index("{"):])
+    assert out["docs"] == 2 and out["skipped"] == {"warc_content_type:image/png": 1}
