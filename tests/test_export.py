@@ -90,3 +90,19 @@ def test_import_refuses_bias_and_rope_scaling(tmp_path):
     (out / "config.json").write_text(json.dumps(c))
     with pytest.raises(UserError, match="rope_scaling"):
         read_hf_config(out)
+
+
+def test_cli_export_import_and_gguf_refusal(tmp_path):
+    from typer.testing import CliRunner
+    from fmforge.cli import app
+    net, tok, mdir = _make(tmp_path, True)
+    r = CliRunner().invoke(app, ["export", "--model", str(tmp_path / "run"), "--format", "hf",
+                                 "--out", str(tmp_path / "hf")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["import-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "back")])
+    assert r.exit_code == 0, r.output
+    orig, back = load_file(str(mdir / "model.safetensors")), load_file(str(tmp_path / "back" / "model.safetensors"))
+    assert orig.keys() == back.keys() and all(torch.equal(orig[k], back[k]) for k in orig)
+    r = CliRunner().invoke(app, ["export", "--model", str(tmp_path / "run"), "--format", "gguf",
+                                 "--out", str(tmp_path / "g")])
+    assert r.exit_code != 0 and "gguf" in (r.output + str(r.exception))
