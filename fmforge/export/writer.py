@@ -67,7 +67,7 @@ def model_card(mdir: Path, cfg, net) -> str:
              f"- d_model {cfg.d_model}, {cfg.n_layers} layers, {cfg.n_heads} heads ({cfg.kv_heads} KV), "
              f"context {cfg.context_length}, vocab {cfg.vocab_size}", ""]
     run = mdir.parent
-    for title, rel in (("Training", "train/train_report.json"), ("Training", "train/stage.json"),
+    for title, rel in (("Training", "train/summary.json"), ("Training", "train/stage.json"),
                        ("Data", "prepare/stage.json"), ("Evaluation", "eval/eval.json"),
                        ("Evaluation", "eval/stage.json"), ("Cost", "cost/stage.json")):
         f = run / rel
