@@ -1,0 +1,82 @@
+"""`fmforge export --format hf`: an fmforge model folder -> a transformers-loadable folder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fmforge.errors import InputNotFound, UserError
+from fmforge.export.hf import SHARD_BYTES, hf_config, to_hf_state, write_safetensors
+from fmforge.model.weights import load_model
+from fmforge.outputs import atomic_write_text
+from fmforge.tokenizer.bpe import EOT, PAD
+from fmforge.tokenizer.chat import CHAT_TEMPLATE
+
+
+def model_dir(path: Path) -> Path:
+    """A run folder means its final model (run/train); a checkpoint/model folder is itself."""
+    path = Path(path)
+    for d in (path, path / "train"):
+        if (d / "model.safetensors").is_file() and (d / "model.json").is_file():
+            return d
+    raise InputNotFound(f"--model {path}: no model.safetensors + model.json there or in {path / 'train'}")
+
+
+def find_tokenizer(mdir: Path) -> Path | None:
+    for d in (mdir, mdir.parent / "tokenizer", mdir.parent.parent / "tokenizer"):
+        if (d / "tokenizer.json").is_file():
+            return d / "tokenizer.json"
+    return None
+
+
+def export_hf(model: Path, out: Path, tokenizer: Path | None = None, shard_bytes: int = SHARD_BYTES) -> list[str]:
+    from tokenizers import Tokenizer
+
+    mdir = model_dir(model)
+    net = load_model(mdir)
+    cfg = net.cfg
+    tok_file = Path(tokenizer) if tokenizer else find_tokenizer(mdir)
+    if tok_file is None or not tok_file.is_file():
+        raise InputNotFound(f"no tokenizer.json beside {mdir} (or in ../tokenizer); pass --tokenizer FILE")
+    tok = Tokenizer.from_file(str(tok_file))
+    if tok.get_vocab_size() > cfg.vocab_size:
+        raise UserError(f"{tok_file}: {tok.get_vocab_size()} tokens but the model has vocab_size {cfg.vocab_size}")
+    eos, pad = tok.token_to_id(EOT), tok.token_to_id(PAD)
+    written = write_safetensors(to_hf_state(net.state_dict(), cfg), out, shard_bytes)
+    atomic_write_text(out / "config.json", json.dumps(hf_config(cfg, eos, eos), indent=2))
+    atomic_write_text(out / "generation_config.json", json.dumps(
+        {"bos_token_id": eos, "eos_token_id": eos, "pad_token_id": pad if pad is not None else eos,
+         "do_sample": False, "max_length": cfg.context_length}, indent=2))
+    atomic_write_text(out / "tokenizer.json", tok_file.read_text(encoding="utf-8"))
+    tcfg = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": EOT if eos is not None else None,
+            "bos_token": None, "unk_token": None, "pad_token": PAD if pad is not None else EOT,
+            "add_bos_token": False, "add_eos_token": False, "clean_up_tokenization_spaces": False,
+            "model_max_length": cfg.context_length, "chat_template": CHAT_TEMPLATE}
+    atomic_write_text(out / "tokenizer_config.json", json.dumps(tcfg, indent=2))
+    atomic_write_text(out / "special_tokens_map.json", json.dumps(
+        {k: tcfg[k] for k in ("eos_token", "pad_token") if tcfg[k]}, indent=2))
+    atomic_write_text(out / "README.md", model_card(mdir, cfg, net))
+    return written + ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                      "special_tokens_map.json", "README.md"]
+
+
+def model_card(mdir: Path, cfg, net) -> str:
+    """What is known of the model from its run's records; a line says when a record is absent."""
+    params = sum(p.numel() for p in net.parameters())
+    lines = [f"# fmforge model: {mdir.parent.name or mdir.name}", "",
+             f"- architecture: {'Qwen3ForCausalLM' if cfg.qk_norm else 'LlamaForCausalLM'}, {params:,} parameters",
+             f"- d_model {cfg.d_model}, {cfg.n_layers} layers, {cfg.n_heads} heads ({cfg.kv_heads} KV), "
+             f"context {cfg.context_length}, vocab {cfg.vocab_size}", ""]
+    run = mdir.parent
+    for title, rel in (("Training", "train/summary.json"), ("Training", "train/stage.json"),
+                       ("Data", "prepare/stage.json"), ("Evaluation", "eval/eval.json"),
+                       ("Evaluation", "eval/stage.json"), ("Cost", "cost/stage.json")):
+        f = run / rel
+        if f.is_file():
+            try:
+                rec = json.loads(f.read_text())
+            except ValueError:
+                continue
+            keep = {k: v for k, v in rec.items() if isinstance(v, (int, float, str)) and len(str(v)) < 200}
+            lines += [f"## {title} ({rel})", ""] + [f"- {k}: {v}" for k, v in list(keep.items())[:30]] + [""]
+    lines += ["Exported by `fmforge export --format hf`; chat template: fmforge.tokenizer.chat.", ""]
+    return "\n".join(lines)
