@@ -108,6 +108,11 @@ class DataConfig(Section):
     languages: list[str] = Field(default_factory=lambda: ["en"])  # prose languages kept; []: all
     langid_backend: Literal["py3langid", "fasttext"] = "py3langid"
     langid_min_score: float = Field(0.65, ge=0, le=1)
+    # "fineweb": datatrove's FineWeb decisions exactly (punctuation tokens count as words, the
+    # 100,000-word web-page cap drops books, short lines are dropped even when they are headings).
+    # "default": the published rules' intent: alphabetic-word share over word tokens only, no
+    # word cap (long documents are kept), short headings before prose and speaker lines kept.
+    filters: Literal["default", "fineweb"] = "default"
     gopher: Gopher = Field(default_factory=Gopher)
     repetition: Repetition = Field(default_factory=Repetition)
     c4: C4 = Field(default_factory=C4)

@@ -151,3 +151,38 @@ def test_pii_near_misses_are_left_alone(text):
 def test_luhn():
     assert pii.luhn_ok("4111111111111111") and pii.luhn_ok("378282246310005")
     assert not pii.luhn_ok("4111111111111112")
+
+
+def test_preset_alphabetic_words_count_word_tokens_only():
+    # 55 words, all alphabetic, plus 20 punctuation tokens: 55/75 = 0.73 of tokens (< 0.8: fineweb
+    # drops it), 55/55 = 1.0 of words (default keeps it); 30 digit words out of 85 fail both.
+    text = " ".join(f"(word{chr(97 + i % 26)}s)," if i % 3 == 0 else f"wordy{chr(97 + i % 26)}" for i in range(55))
+    text += " the and of to with"
+    toks = words(text)
+    n_words = sum(1 for t in toks if any(c.isalnum() for c in t))
+    alpha = sum(1 for t in toks if any(c.isalpha() for c in t))
+    assert alpha / len(toks) < 0.8 <= alpha / n_words  # independent count of the two sides
+    assert filters.gopher_quality(text, toks, CFG.gopher, "fineweb") == "gopher_few_alphabetic_words"
+    assert filters.gopher_quality(text, toks, CFG.gopher, "default") is None
+    digits = text + " " + " ".join(str(1000 + i) for i in range(30))
+    assert filters.gopher_quality(digits, words(digits), CFG.gopher, "default") == "gopher_few_alphabetic_words"
+
+
+def test_preset_long_documents_are_not_dropped_by_the_word_cap():
+    book = " ".join([PROSE] * 1500)  # 75 words x 1500 > 100,000 words
+    toks = words(book)
+    assert sum(1 for t in toks if t.isalnum()) > CFG.gopher.max_words
+    assert filters.gopher_quality(book, toks, CFG.gopher, "fineweb") == "gopher_too_many_words"
+    assert filters.gopher_quality(book, toks, CFG.gopher, "default") is None
+    assert DataConfig().filters == "default" and DataConfig(filters="fineweb").filters == "fineweb"
+
+
+def test_preset_c4_keeps_headings_and_speaker_lines_before_prose():
+    text = ("History\n" + PROSE + "\nFirst Citizen:\nBefore we proceed any further, hear me speak.\n"
+            "Home\nAbout\nContact us\n" + PROSE)
+    fw, _ = filters.c4_lines(text, CFG.c4, None, "fineweb")
+    de, _ = filters.c4_lines(text, CFG.c4, None, "default")
+    assert "History" not in fw.split("\n") and "First Citizen:" not in fw.split("\n")
+    assert "History" in de.split("\n") and "First Citizen:" in de.split("\n")
+    # a run of short menu lines is still dropped, even the one before prose
+    assert not {"Home", "About", "Contact us"} & set(de.split("\n"))

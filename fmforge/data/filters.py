@@ -24,7 +24,7 @@ PARAGRAPH_RE = re.compile(r"\n{2,}")
 LINES_RE = re.compile(r"\n+")
 
 
-def gopher_quality(text: str, toks: list[str], cfg) -> str | None:
+def gopher_quality(text: str, toks: list[str], cfg, preset: str = "fineweb") -> str | None:
     """Word count, mean word length, symbol/word ratios, bullet and ellipsis lines,
     alphabetic words and stop words (the Gopher quality rules). `toks` are the shared
     tokens (fmforge.data.text.words): words, or runs of punctuation ("," "------"); the
@@ -34,7 +34,7 @@ def gopher_quality(text: str, toks: list[str], cfg) -> str | None:
     n = len(word_lens)
     if n < cfg.min_words:
         return "gopher_too_few_words"
-    if n > cfg.max_words:
+    if n > cfg.max_words and preset == "fineweb":
         return "gopher_too_many_words"
     mean_len = sum(word_lens) / n
     if mean_len < cfg.min_mean_word_length:
@@ -52,7 +52,7 @@ def gopher_quality(text: str, toks: list[str], cfg) -> str | None:
         return "gopher_ellipsis_lines"
     # tokens with a letter: words that are not all digits/underscores
     alpha = sum(1 for t in toks if HAS_LETTER(t))
-    if alpha / n_tokens < cfg.min_alpha_words:
+    if alpha / (n_tokens if preset == "fineweb" else max(1, n)) < cfg.min_alpha_words:
         return "gopher_few_alphabetic_words"
     if cfg.min_stop_words:
         low = text.lower()
@@ -153,7 +153,11 @@ def _utf8(s: str) -> int:
     return len(s.encode("utf-8", "surrogatepass"))
 
 
-def c4_lines(text: str, cfg, removed: dict | None = None) -> tuple[str, str | None]:
+def _prose_line(s: str, cfg) -> bool:
+    return len(s.split()) >= cfg.min_words_per_line and s.endswith(C4_END)
+
+
+def c4_lines(text: str, cfg, removed: dict | None = None, preset: str = "fineweb") -> tuple[str, str | None]:
     """C4's rules: drop lines without terminal punctuation, short lines, lines about
     javascript or cookie policies; drop documents with lorem ipsum or curly braces or too
     few sentences. Returns the cleaned text and the reason to drop it (or None).
@@ -168,7 +172,8 @@ def c4_lines(text: str, cfg, removed: dict | None = None) -> tuple[str, str | No
             r[1] += _utf8(line) + 1
 
     kept, sentences = [], 0
-    for line in text.split("\n"):
+    all_lines = text.split("\n")
+    for i, line in enumerate(all_lines):
         s = line.strip()
         if not s:
             kept.append(line)
@@ -187,6 +192,9 @@ def c4_lines(text: str, cfg, removed: dict | None = None) -> tuple[str, str | No
             drop("c4_line_no_terminal_punct", line)
             continue
         if len(s.split()) < cfg.min_words_per_line:
+            if preset == "default" and _heading_kept(s, all_lines, i, cfg):
+                kept.append(s if cfg.remove_citations else line)
+                continue
             drop("c4_line_few_words", line)
             continue
         ls = s.lower()
@@ -213,6 +221,19 @@ def c4_lines(text: str, cfg, removed: dict | None = None) -> tuple[str, str | No
         if rest:
             removed["c4_whitespace"] = [0, rest, ""]
     return out, None
+
+
+def _heading_kept(s: str, lines: list[str], i: int, cfg) -> bool:
+    """A short line is a heading or a speaker's name ("First Citizen:") when the next
+    non-empty line is prose and the previous one is not another short line (menus and
+    buttons come in runs of short lines; C4 meant to drop those, not headings)."""
+    if len(s) > 80 or "{" in s:
+        return False
+    prev = next((p.strip() for p in reversed(lines[max(0, i - 3) : i]) if p.strip()), None)
+    if prev is not None and len(prev.split()) < cfg.min_words_per_line and not prev.endswith(":"):
+        return False
+    nxt = next((t.strip() for t in lines[i + 1 : i + 4] if t.strip()), None)
+    return nxt is not None and _prose_line(nxt, cfg)
 
 
 def explain(reason: str, text: str, toks: list[str], cfg) -> str:

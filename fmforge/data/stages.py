@@ -100,7 +100,7 @@ class Stages:
                 lang = meta.get("lang") or "unknown"
                 st.languages_in[lang] += 1
             if cfg.gopher.enabled:
-                why = filters.gopher_quality(text, toks, cfg.gopher)
+                why = filters.gopher_quality(text, toks, cfg.gopher, cfg.filters)
                 if not step("gopher_quality", text, text, why, lambda: filters.explain(why, text, toks, cfg.gopher)):
                     return None
             if cfg.repetition.enabled:
@@ -110,7 +110,7 @@ class Stages:
                     return None
             if cfg.c4.enabled:
                 lines: dict = {}
-                new, reason = filters.c4_lines(text, cfg.c4, lines)
+                new, reason = filters.c4_lines(text, cfg.c4, lines, cfg.filters)
                 if not step("c4", text, new, reason, lambda: f"({field_of(reason)})"):
                     return None
                 st.lines(lines, doc)
