@@ -92,6 +92,8 @@ class DataConfig(Section):
     include: list[str] = Field(default_factory=lambda: ["*"])  # file-name globs for folders; each file read by its format
     text_field: str = "text"
     strict: bool = False  # unreadable input is an error instead of a counted skip
+    binary_max_control_frac: float = Field(0.01, ge=0, le=1)  # prepare's binary guard (fmforge.data.binary)
+    binary_max_replacement_frac: float = Field(0.01, ge=0, le=1)
     html_extractor: Literal["resiliparse", "trafilatura"] = "resiliparse"  # WARC HTML to main text (trafilatura: FineWeb's)
     workers: int = Field(0, ge=0)  # processes for prepare; 0: every core
     executor: Literal["local", "ray"] = "local"  # where prepare's tasks and encode's chunks run

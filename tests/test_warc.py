@@ -152,3 +152,24 @@ def test_collect_cli_counts(tmp_path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.output[r.output.index("{"):])
     assert out["docs"] == 2 and out["skipped"] == {"warc_content_type:image/png": 1}
+
+
+def _run_stages(text):
+    from fmforge.config import DataConfig
+    from fmforge.data.stages import Stages
+
+    cfg = DataConfig(languages=[], gopher={"enabled": False}, repetition={"enabled": False}, c4={"enabled": False},
+                     near_dedup={"enabled": False}, pii=[], min_chars=1)
+    kept, st = Stages(cfg).run([{"id": "a", "text": text, "source": "s", "meta": "{}"}])
+    return kept, st
+
+
+@pytest.mark.parametrize("bad,reason", [("\x01", "binary_control_chars"), ("\ufffd", "binary_replacement_chars")])
+def test_binary_guard_both_sides(bad, reason):
+    # 1000 characters; the default threshold is a share of 0.01 = 10 characters
+    at = "a" * 990 + bad * 10
+    over = "a" * 989 + bad * 11
+    kept, st = _run_stages(at)
+    assert len(kept) == 1
+    kept, st = _run_stages(over)
+    assert kept == [] and st.removed[reason] == 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 FIELDS = {
     "empty": "data.normalize / data.repair_unicode",
+    "binary_control_chars": "data.binary_max_control_frac",
+    "binary_replacement_chars": "data.binary_max_replacement_frac",
     "too_short": "data.min_chars",
     "too_long": "data.max_chars",
     "language": "data.languages, data.langid_min_score",

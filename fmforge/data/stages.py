@@ -17,6 +17,7 @@ import numpy as np
 import xxhash
 
 from fmforge.data import filters, langid, pii
+from fmforge.data.binary import binary_reason
 from fmforge.data.decontam import contaminated
 from fmforge.data.reasons import field_of
 from fmforge.data.minhash import permutations, signature
@@ -76,6 +77,9 @@ class Stages:
             st.stage(name, 1, b_in, 1, b_in if text_after is text_before else utf8_len(text_after))
             return True
 
+        why, detail = binary_reason(raw, cfg.binary_max_control_frac, cfg.binary_max_replacement_frac)
+        if not step("binary", raw, raw, why, detail):  # on the raw text: clean would hide control characters
+            return None
         text = fix_text(raw, cfg.normalize, cfg.repair_unicode)
         if not step("clean", raw, text, None if text.strip() else "empty"):
             return None
