@@ -285,7 +285,8 @@ def test_data_card_accounts_for_line_removals_pii_and_measured_values(tmp_path):
 
     rng = random.Random(11)
     body = essay(rng).split("\n")
-    play = "\n".join(f"SPEAKER{i}.\n{line}" for i, line in enumerate(body))  # one-word lines: C4 drops them
+    # one-word lines: C4 drops them (the fineweb preset; the default keeps a speaker line before prose)
+    play = "\n".join(f"SPEAKER{i}.\n{line}" for i, line in enumerate(body))
     speaker_lines, speaker_bytes = len(body), sum(len(f"SPEAKER{i}.\n") for i in range(len(body)))
     numbers = " ".join(f"the and {rng.randint(1000, 9999)} {rng.randint(1000, 9999)} {rng.randint(1000, 9999)} harbour."
                        for _ in range(30))  # half the words are numbers: too few alphabetic words
@@ -293,7 +294,7 @@ def test_data_card_accounts_for_line_removals_pii_and_measured_values(tmp_path):
             make_doc(essay(rng) + "\nWrite to alice@example.com today.", "p", "pii.txt"),
             make_doc(numbers, "p", "numbers.txt")] + [make_doc(essay(rng), "p", f"e{i}.txt") for i in range(3)]
     write_shard(docs, tmp_path / "in" / "docs-00000.parquet")
-    s = prepare(tmp_path / "in", tmp_path / "out", DataConfig(workers=1, languages=[]))
+    s = prepare(tmp_path / "in", tmp_path / "out", DataConfig(workers=1, languages=[], filters="fineweb"))
     card = (tmp_path / "out" / "datacard.md").read_text()
     assert "Nothing was removed" not in card
     few = s.lines_removed["c4_line_few_words"]
