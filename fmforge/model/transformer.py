@@ -48,7 +48,9 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.hd, cfg.norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(self.hd, cfg.norm_eps) if cfg.qk_norm else None
 
-    def forward(self, x, cos, sin, cache=None):
+    def qkv(self, x, cos, sin):
+        """Queries, keys and values (B, heads, T, hd), normed and rotated: what attention
+        and a KV cache (fmforge.serve.engine) both start from."""
         b, t, _ = x.shape
         q, k, v = self.wqkv(x).split([self.n_heads * self.hd, self.n_kv * self.hd, self.n_kv * self.hd], dim=-1)
         q = q.view(b, t, self.n_heads, self.hd).transpose(1, 2)
@@ -56,7 +58,11 @@ class Attention(nn.Module):
         v = v.view(b, t, self.n_kv, self.hd).transpose(1, 2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def forward(self, x, cos, sin, cache=None):
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x, cos, sin)
         gqa = self.n_kv != self.n_heads
         if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fmforge.model.transformer import Transformer, apply_rope
+from fmforge.model.transformer import Transformer
 
 
 class SlotCache:
@@ -29,13 +29,7 @@ def _layer(block, x, cos, sin, cache: SlotCache, li: int, slots: torch.Tensor, p
     a = block.attn
     h = block.attn_norm(x)
     b, t, _ = h.shape
-    q, k, v = a.wqkv(h).split([a.n_heads * a.hd, a.n_kv * a.hd, a.n_kv * a.hd], dim=-1)
-    q = q.view(b, t, a.n_heads, a.hd).transpose(1, 2)
-    k = k.view(b, t, a.n_kv, a.hd).transpose(1, 2)
-    v = v.view(b, t, a.n_kv, a.hd).transpose(1, 2)
-    if a.q_norm is not None:
-        q, k = a.q_norm(q), a.k_norm(k)
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    q, k, v = a.qkv(h, cos, sin)
     # scatter this step's keys/values into each sequence's slot at its positions
     sl = slots[:, None].expand(b, t)
     cache.k[li][sl, :, pos] = k.transpose(1, 2)
