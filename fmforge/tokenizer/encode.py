@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import re
 import sys
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from itertools import chain
@@ -33,9 +33,9 @@ import xxhash
 
 from fmforge.data.documents import check_shards, iter_batches, read_table_rows, shard_paths, text_lengths
 from fmforge.errors import DegenerateResult, UserError
+from fmforge.progress import Progress
 from fmforge.tokenizer.bpe import EOT, read_tokenizer_json
 from fmforge.tokenizer.fast import Encoder
-from fmforge.progress import Progress
 from fmforge.tokenizer.shards import dtype_for, write_arrays
 from fmforge.workers import context
 
