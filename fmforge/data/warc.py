@@ -108,10 +108,12 @@ def charset_of(ctype_header: str, body: bytes, is_html: bool) -> str:
     return detect_encoding(body)
 
 
-# Each extractor's settings, chosen on the dev split of benchmarks/warc.py (docs/LOG.md, issue 17).
+# Each extractor's settings: the best word F1 on the dev split of benchmarks/warc.py (docs/LOG.md,
+# issue 17). Resiliparse keeps comment sections, bylines and image alt texts unless told not to;
+# reader comments are the boilerplate that costs it most.
 EXTRACTOR_OPTIONS = {
-    "resiliparse": {"main_content": True},
-    "trafilatura": {"include_comments": False},
+    "resiliparse": {"main_content": True, "comments": False, "post_meta": False, "alt_texts": False},
+    "trafilatura": {"include_comments": False, "favor_precision": True},
 }
 
 
