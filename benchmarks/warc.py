@@ -221,6 +221,8 @@ def main() -> None:
         "ratios": {"fmforge_vs_datatrove_records_per_s": round(fm["records_per_s"] / dt["records_per_s"], 2),
                    "fmforge_vs_datatrove_records_per_cpu_s": round(fm["records_per_cpu_s"] / dt["records_per_cpu_s"], 2),
                    "fmforge_trafilatura_vs_datatrove_records_per_s": round(tr["records_per_s"] / dt["records_per_s"], 2),
+                   "fmforge_trafilatura_vs_datatrove_records_per_cpu_s": round(tr["records_per_cpu_s"] / dt["records_per_cpu_s"], 2),
+                   "fmforge_vs_fmforge_trafilatura_records_per_cpu_s": round(fm["records_per_cpu_s"] / tr["records_per_cpu_s"], 2),
                    "f1_fmforge_minus_datatrove": round(fm["f1"] - dt["f1"], 4),
                    "f1_fmforge_trafilatura_minus_datatrove": round(tr["f1"] - dt["f1"], 4),
                    "f1_without_br_zstd_fmforge_minus_datatrove": round(fm["f1_without_br_zstd_pages"] - dt["f1_without_br_zstd_pages"], 4),
