@@ -110,7 +110,7 @@ def without_brotli(src: Path, dst: Path) -> int:
     """Copy `src` without its br-encoded responses (and their requests); returns the pages dropped.
 
     datatrove's WarcReader reads bodies through warcio, whose br decoder sets an attribute the
-    brotli module's Decompressor no longer allows (warcio 1.8.1, brotli 1.2): the first br body
+    `brotli` package's Decompressor does not allow (warcio 1.8.1 wants brotlipy; warcio#73): the first br body
     raises AttributeError and ends the task. Its input is this copy; the dropped pages count
     as empty for it, the same as a page it reads and gives no text for."""
     from warcio.archiveiterator import ArchiveIterator
