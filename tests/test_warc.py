@@ -243,3 +243,28 @@ def test_binary_guard_both_sides(bad, reason):
     assert len(kept) == 1
     kept, st = _run_stages(over)
     assert kept == [] and st.removed[reason] == 1
+
+
+def test_strict_stops_at_faults_not_at_records_that_are_not_documents(tmp_path):
+    from fmforge.data.formats import DataError
+
+    p = tmp_path / "crawl.warc.gz"
+    write_warc(p, [("request", "https://e.org/a", [("Content-Type", "application/http")], b"GET /a HTTP/1.1\r\n\r\n"),
+                   ("response", "https://e.org/a", [("Content-Type", "text/plain")], b"page a"),
+                   ("response", "https://e.org/a.png", [("Content-Type", "image/png")], b"\x89PNG"),
+                   ("response", "https://e.org/b", [("Content-Type", "text/plain")], b"page b " * 40)])
+    docs, st = read(p, strict=True)
+    assert [d["text"] for d in docs] == ["page a", "page b " * 40]
+    assert st.skipped == {"warc_request_record": 1, "warc_content_type:image/png": 1}
+    off, length = record_spans(p)[-1]
+    cut = tmp_path / "cut.warc.gz"
+    cut.write_bytes(p.read_bytes()[:off + length // 2])
+    with pytest.raises(DataError, match=r"^truncated_file: .*cut\.warc\.gz: record 4 \(https://e\.org/b\)"):
+        read(cut, strict=True)
+    one = tmp_path / "one.warc.gz"  # the whole archive as one gzip stream, not a member per record
+    one.write_bytes(gzip.compress(gzip.decompress(p.read_bytes())))
+    docs, st = read(one)
+    assert [d["text"] for d in docs] == ["page a", "page b " * 40] and "truncated_file" not in st.skipped
+    one.write_bytes(one.read_bytes()[:-6])  # the stream's CRC and length trailer cut
+    docs, st = read(one)
+    assert len(docs) == 2 and st.skipped["truncated_file"] == 1

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from fmforge.data.documents import make_doc
+from fmforge.data.formats import DataError
 
 READ_TYPES = ("response", "resource", "conversion")
 SKIP_TYPES = ("revisit", "request", "metadata", "warcinfo")
@@ -144,7 +145,7 @@ def iter_warc_records(path: Path, stats, source: str, name: str, extractor: str 
                     stats.skip("truncated_file", f"{where}: header ends before Content-Length")
                     return
                 if wtype not in READ_TYPES:
-                    stats.skip(f"warc_{wtype or 'unknown'}_record" if wtype in SKIP_TYPES else "warc_unknown_record", where)
+                    stats.ignore(f"warc_{wtype or 'unknown'}_record" if wtype in SKIP_TYPES else "warc_unknown_record", where)
                     continue
                 raw = rec.reader.read()
                 if len(raw) < rec.content_length:  # the archive ends inside this record
@@ -158,6 +159,8 @@ def iter_warc_records(path: Path, stats, source: str, name: str, extractor: str 
                                date=rec.headers.get("WARC-Date", ""), content_type=ctype,
                                language=rec.headers.get("WARC-Identified-Content-Language", "") or "text",
                                record_id=rec.headers.get("WARC-Record-ID", ""))
+        except DataError:  # --strict: the first fault, as it was raised
+            raise
         except Exception as e:  # FastWARC stops on truncated/corrupt archives
             cut = _gzip_tail_cut(f, last_pos)
             if n == 0 and not cut:
@@ -174,23 +177,27 @@ def iter_warc_records(path: Path, stats, source: str, name: str, extractor: str 
 
 
 def _gzip_tail_cut(f, pos: int) -> str:
-    """Why the gzip members from `pos` (the last record's member) to the end are incomplete,
-    or '' when they are whole or the file is not gzip. Reads one record's worth, not the file."""
+    """Why the gzip members from `pos` (where the last record's member starts) to the end of the
+    file are incomplete, or '' when they are whole or the file is not gzip. Streams one record's
+    member; the whole file only when it is one gzip stream rather than a member per record."""
     f.seek(0)
     if f.read(2) != b"\x1f\x8b":
         return ""
     f.seek(pos)
-    tail = f.read()
-    while tail:
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            d.decompress(tail)
-        except zlib.error as e:
-            return f"gzip data error: {e}"
-        if not d.eof:
-            return "the last gzip member is cut short"
-        tail = d.unused_data
-    return ""
+    if f.read(2) != b"\x1f\x8b":
+        pos = 0
+    f.seek(pos)
+    d, eof = zlib.decompressobj(16 + zlib.MAX_WBITS), True
+    while chunk := f.read(1 << 20):
+        while chunk:
+            try:
+                d.decompress(chunk)
+            except zlib.error as e:
+                return f"gzip data error: {e}"
+            eof, chunk = d.eof, d.unused_data
+            if d.eof:  # the next member starts in what is left
+                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    return "" if eof else "the last gzip member is cut short"
 
 
 def _http_split(raw: bytes):
@@ -225,7 +232,7 @@ def record_doc(wtype: str, wheaders, raw: bytes, stats, where: str, extractor: s
         body, ctype_header = raw, wheaders.get("Content-Type", "")
     ctype = ctype_header.split(";")[0].strip().lower()
     if ctype not in TEXT_TYPES:
-        stats.skip(f"warc_content_type:{ctype or 'none'}", where)
+        stats.ignore(f"warc_content_type:{ctype or 'none'}", where)
         return None
     is_html = ctype != "text/plain"
     html = bytes_to_str(body, charset_of(ctype_header, body, is_html))
