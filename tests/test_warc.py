@@ -180,7 +180,7 @@ def test_corrupt_file_keeps_earlier_records(tmp_path):
     ("junk.warc", b"not a warc file at all\r\n" * 10),
     ("junk.warc.gz", gzip.compress(b"<html><body>an HTML page named .warc.gz</body></html>")),
     ("empty.warc", b""),
-])
+], ids=["text", "html-gz", "empty"])
 def test_garbage_file_reason(tmp_path, name, content):
     p = tmp_path / name
     p.write_bytes(content)
