@@ -35,6 +35,7 @@ from pathlib import Path
 import zstandard
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "pretrain"
+e = html.escape
 LAYOUTS = ("wordpress", "news", "wiki", "table", "divsoup")
 ENCODINGS = ("identity", "gzip", "deflate", "br", "zstd", "chunked", "chunked+gzip")
 ENCODING_WEIGHTS = (2, 4, 1, 2, 1, 1, 2)
@@ -116,9 +117,6 @@ def reference_text(blocks: list[tuple[str, str]]) -> str:
     return "\n".join(t for _, t in blocks)
 
 
-e = html.escape
-
-
 def _links(items, cls="") -> str:
     return "".join(f'<li class="{cls}"><a href="/{i.lower().replace(" ", "-")}">{e(i)}</a></li>' for i in items)
 
@@ -158,8 +156,8 @@ def _body_html(blocks, rng, ad_every=0, ad_html="", edit_links=False, plain_br=F
     return "\n".join(out)
 
 
-def page_html(article, blocks, others, paras, rng, layout, head_meta) -> str:
-    """One page of `layout` around `blocks` (the main text)."""
+def page_html(article, blocks, others, paras, rng, layout) -> str:
+    """One page of `layout` around `blocks` (the main text); encode_page adds the charset."""
     title, site = article["title"], rng.choice(["The Daily Ledger", "Northwind Post", "Field Notes",
                                                 "OpenEncyclopedia", "Curious Minds", "The Archive Weekly"])
     nav = rng.sample(NAV, rng.randint(6, 12))
@@ -167,7 +165,7 @@ def page_html(article, blocks, others, paras, rng, layout, head_meta) -> str:
     n_comments = rng.choice([0, 0, 1, 2, 3, 5, 8])
     cookie = rng.choice(COOKIE) if rng.random() < 0.6 else ""
     year = rng.randint(2009, 2024)
-    head = f"<head>{head_meta}<title>{e(title)} | {e(site)}</title><meta name=\"viewport\" content=\"width=device-width\">" \
+    head = f"<head><title>{e(title)} | {e(site)}</title><meta name=\"viewport\" content=\"width=device-width\">" \
            f"<link rel=\"stylesheet\" href=\"/style.css\"><script>window.dataLayer=[];function gtag(){{}}</script></head>"
     teaser_html = "".join(f'<li><a href="/a/{i}"><h3>{e(t)}</h3></a><p class="excerpt">{e(x)}</p></li>'
                           for i, (t, x) in enumerate(teasers))
@@ -318,7 +316,7 @@ def write_split(path: Path, articles: list[dict], paras: list[str], seed: int) -
             layout, enc = LAYOUTS[i % len(LAYOUTS)], rng.choices(ENCODINGS, ENCODING_WEIGHTS)[0]
             charset_mode = CHARSETS[(i // len(LAYOUTS)) % len(CHARSETS)]
             comments = rng.sample(paras, 8)
-            page = page_html(art, blocks, others, comments, rng, layout, "")
+            page = page_html(art, blocks, others, comments, rng, layout)
             raw, ctype, _ = encode_page(page, charset_mode)
             body, enc_headers = http_body(raw, enc, rng)
             host = f"site{i % 17}.example"

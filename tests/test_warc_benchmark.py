@@ -37,7 +37,7 @@ def test_pages_carry_their_reference_text(tmp_path):
     for i, layout in enumerate(LAYOUTS):
         for mode in CHARSETS:
             blocks = main_blocks(articles[i], rng)
-            page = page_html(articles[i], blocks, articles[5:], paras[:8], rng, layout, "")
+            page = page_html(articles[i], blocks, articles[5:], paras[:8], rng, layout)
             raw, ctype, meta = encode_page(page, mode)
             # decoded with the charset the page declares (or UTF-8), entities resolved by lxml
             text = lxml.html.fromstring(raw.decode(mode.split(":")[0])).text_content()
