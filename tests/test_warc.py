@@ -123,20 +123,90 @@ def test_trafilatura_option(tmp_path):
     assert docs[0]["text"] == ("This is the main article text of the page, long enough to be kept. " * 5).strip()
 
 
-def test_truncated_file_keeps_earlier_records(tmp_path):
+def record_spans(path):
+    """(offset, length) of each record, as warcio (the peer) reads the file."""
+    from warcio.archiveiterator import ArchiveIterator
+
+    spans = []
+    with open(path, "rb") as f:
+        it = ArchiveIterator(f)
+        for rec in it:
+            rec.content_stream().read()
+            spans.append((it.get_record_offset(), it.get_record_length()))
+    return spans
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_truncated_file_keeps_earlier_records(tmp_path, gz):
+    p = tmp_path / ("full.warc.gz" if gz else "full.warc")
+    texts = [f"doc {i} " * 50 for i in range(3)]
+    write_warc(p, [("response", f"https://e.org/{i}", [("Content-Type", "text/plain")], t.encode()) for i, t in enumerate(texts)], gz=gz)
+    data, spans = p.read_bytes(), record_spans(p)
+    ends = [o for o, _ in spans[1:]] + [len(data)]  # a plain record ends with CRLF CRLF after warcio's length
+    assert len(spans) == 3 and all(o + n <= e <= o + n + 4 for (o, n), e in zip(spans, ends))
+    for i, ((off, length), end) in enumerate(zip(spans, ends)):
+        # inside the record's WARC header, in its body, and (gzip) in its member's trailer
+        for cut in (off + 12, off + length // 2, end - 3 if gz else end - 40):
+            c = tmp_path / f"cut{cut}.warc{'.gz' if gz else ''}"
+            c.write_bytes(data[:cut])
+            docs, st = read(c)
+            whole = i + 1 if gz and cut == end - 3 else i  # only the gzip trailer is missing
+            assert [d["text"] for d in docs] == texts[:whole], (cut, st.examples)
+            assert st.skipped == {"truncated_file": 1}, (cut, st.examples)
+            assert str(c) in st.examples["truncated_file"][0]
+        # a file that ends cleanly between records is just a shorter archive
+        c = tmp_path / f"end{i}.warc{'.gz' if gz else ''}"
+        c.write_bytes(data[:end])
+        docs, st = read(c)
+        assert [d["text"] for d in docs] == texts[:i + 1] and st.skipped == {}
+
+
+def test_corrupt_file_keeps_earlier_records(tmp_path):
+    texts = [f"doc {i} " * 50 for i in range(3)]
+    recs = [("response", f"https://e.org/{i}", [("Content-Type", "text/plain")], t.encode()) for i, t in enumerate(texts)]
     p = tmp_path / "full.warc.gz"
-    recs = [("response", f"https://e.org/{i}", [("Content-Type", "text/plain")], f"doc {i} ".encode() * 50) for i in range(3)]
     write_warc(p, recs)
-    data = p.read_bytes()
-    cut = tmp_path / "cut.warc.gz"
-    cut.write_bytes(data[: int(len(data) * 0.8)])
-    docs, st = read(cut)
-    assert [d["text"] for d in docs] == [f"doc {i} " * 50 for i in range(len(docs))]
-    assert len(docs) >= 1 and (len(docs) == 3 or st.skipped), st.skipped
-    garbage = tmp_path / "junk.warc"
-    garbage.write_bytes(b"not a warc file at all\r\n" * 10)
-    docs, st = read(garbage)
-    assert docs == []
+    data, spans = bytearray(p.read_bytes()), record_spans(p)
+    off, length = spans[1]
+    data[off + length // 2: off + length // 2 + 8] = b"\xff" * 8  # deflate data of record 2 damaged
+    bad = tmp_path / "bad.warc.gz"
+    bad.write_bytes(bytes(data))
+    docs, st = read(bad)
+    assert [d["text"] for d in docs] == texts[:1]
+    assert st.skipped == {"truncated_file": 1} and "after record 1" in st.examples["truncated_file"][0]
+
+
+@pytest.mark.parametrize("name,content", [
+    ("junk.warc", b"not a warc file at all\r\n" * 10),
+    ("junk.warc.gz", gzip.compress(b"<html><body>an HTML page named .warc.gz</body></html>")),
+    ("empty.warc", b""),
+], ids=["text", "html-gz", "empty"])
+def test_garbage_file_reason(tmp_path, name, content):
+    p = tmp_path / name
+    p.write_bytes(content)
+    docs, st = read(p)
+    assert docs == [] and st.skipped == {"not_a_warc_file": 1}
+    assert st.examples["not_a_warc_file"][0].startswith(f"{p}: ")
+
+
+def test_revisit_and_warcinfo_skipped(tmp_path):
+    p = tmp_path / "rv.warc.gz"
+    with open(p, "wb") as f:
+        w = WARCWriter(f, gzip=True)
+        w.write_record(w.create_warcinfo_record("rv.warc.gz", {"software": "warcio", "format": "WARC File Format 1.0"}))
+        http = StatusAndHeaders("200 OK", [("Content-Type", "text/plain")], protocol="HTTP/1.1")
+        first = w.create_warc_record("https://e.org/a", "response", payload=io.BytesIO(b"the page text"), http_headers=http)
+        w.write_record(first)
+        # the same page crawled again: a revisit record pointing at the first capture, no body of its own
+        again = StatusAndHeaders("200 OK", [("Content-Type", "text/plain")], protocol="HTTP/1.1")
+        w.write_record(w.create_revisit_record("https://e.org/a", digest=first.rec_headers.get_header("WARC-Payload-Digest"),
+                                               refers_to_uri="https://e.org/a",
+                                               refers_to_date=first.rec_headers.get_header("WARC-Date"), http_headers=again))
+    docs, st = read(p)
+    assert [d["text"] for d in docs] == ["the page text"]
+    assert st.skipped == {"warc_warcinfo_record": 1, "warc_revisit_record": 1}
+    assert st.examples["warc_revisit_record"][0] == f"{p}: record 3 (https://e.org/a)"
+    assert st.examples["warc_warcinfo_record"][0] == f"{p}: record 1 (warcinfo)"
 
 
 def test_collect_cli_counts(tmp_path):
@@ -173,3 +243,28 @@ def test_binary_guard_both_sides(bad, reason):
     assert len(kept) == 1
     kept, st = _run_stages(over)
     assert kept == [] and st.removed[reason] == 1
+
+
+def test_strict_stops_at_faults_not_at_records_that_are_not_documents(tmp_path):
+    from fmforge.data.formats import DataError
+
+    p = tmp_path / "crawl.warc.gz"
+    write_warc(p, [("request", "https://e.org/a", [("Content-Type", "application/http")], b"GET /a HTTP/1.1\r\n\r\n"),
+                   ("response", "https://e.org/a", [("Content-Type", "text/plain")], b"page a"),
+                   ("response", "https://e.org/a.png", [("Content-Type", "image/png")], b"\x89PNG"),
+                   ("response", "https://e.org/b", [("Content-Type", "text/plain")], b"page b " * 40)])
+    docs, st = read(p, strict=True)
+    assert [d["text"] for d in docs] == ["page a", "page b " * 40]
+    assert st.skipped == {"warc_request_record": 1, "warc_content_type:image/png": 1}
+    off, length = record_spans(p)[-1]
+    cut = tmp_path / "cut.warc.gz"
+    cut.write_bytes(p.read_bytes()[:off + length // 2])
+    with pytest.raises(DataError, match=r"^truncated_file: .*cut\.warc\.gz: record 4 \(https://e\.org/b\)"):
+        read(cut, strict=True)
+    one = tmp_path / "one.warc.gz"  # the whole archive as one gzip stream, not a member per record
+    one.write_bytes(gzip.compress(gzip.decompress(p.read_bytes())))
+    docs, st = read(one)
+    assert [d["text"] for d in docs] == ["page a", "page b " * 40] and "truncated_file" not in st.skipped
+    one.write_bytes(one.read_bytes()[:-6])  # the stream's CRC and length trailer cut
+    docs, st = read(one)
+    assert len(docs) == 2 and st.skipped["truncated_file"] == 1

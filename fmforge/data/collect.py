@@ -35,6 +35,11 @@ class CollectStats:
     def skip(self, reason: str, where: str) -> None:
         if self.strict:
             raise DataError(f"{reason}: {where}")
+        self.ignore(reason, where)
+
+    def ignore(self, reason: str, where: str) -> None:
+        """Count something that is not a document by design (a WARC request record, an image
+        response): counted and shown like a skip, but not an input fault, so --strict goes on."""
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
         ex = self.examples.setdefault(reason, [])
         if len(ex) < 3:

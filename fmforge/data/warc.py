@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from fmforge.data.documents import make_doc
+from fmforge.data.formats import DataError
 
 READ_TYPES = ("response", "resource", "conversion")
 SKIP_TYPES = ("revisit", "request", "metadata", "warcinfo")
@@ -108,32 +109,49 @@ def charset_of(ctype_header: str, body: bytes, is_html: bool) -> str:
     return detect_encoding(body)
 
 
-def extract(html: str, extractor: str) -> str:
+# Each extractor's settings: the best word F1 on the dev split of benchmarks/warc.py (docs/LOG.md,
+# issue 17). Resiliparse keeps comment sections, bylines and image alt texts unless told not to;
+# reader comments are the boilerplate that costs it most.
+EXTRACTOR_OPTIONS = {
+    "resiliparse": {"main_content": True, "comments": False, "post_meta": False, "alt_texts": False},
+    "trafilatura": {"include_comments": False, "favor_precision": True},
+}
+
+
+def extract(html: str, extractor: str, options: dict | None = None) -> str:
+    opts = EXTRACTOR_OPTIONS[extractor] if options is None else options
     if extractor == "trafilatura":
         import trafilatura
 
-        return trafilatura.extract(html, include_comments=False) or ""
+        return trafilatura.extract(html, **opts) or ""
     from resiliparse.extract.html2text import extract_plain_text
 
-    return extract_plain_text(html, main_content=True)
+    return extract_plain_text(html, **opts)
 
 
-def iter_warc_records(path: Path, stats, source: str, name: str, extractor: str = "resiliparse") -> Iterator[dict]:
+def iter_warc_records(path: Path, stats, source: str, name: str, extractor: str = "resiliparse",
+                      options: dict | None = None) -> Iterator[dict]:
     from fastwarc.warc import ArchiveIterator, WarcRecordType
 
-    n = 0
+    n, last_pos = 0, 0
     with open(path, "rb") as f:
         try:
             for rec in ArchiveIterator(f, record_types=WarcRecordType.any_type, parse_http=False):
-                n += 1
+                n, last_pos = n + 1, rec.stream_pos
                 wtype = (rec.headers.get("WARC-Type") or "").lower()
                 url = rec.headers.get("WARC-Target-URI", "")
                 where = f"{path}: record {n} ({url or wtype})"
+                if rec.headers.get("Content-Length") is None:  # mandatory: the archive ends inside this header
+                    stats.skip("truncated_file", f"{where}: header ends before Content-Length")
+                    return
                 if wtype not in READ_TYPES:
-                    stats.skip(f"warc_{wtype or 'unknown'}_record" if wtype in SKIP_TYPES else "warc_unknown_record", where)
+                    stats.ignore(f"warc_{wtype or 'unknown'}_record" if wtype in SKIP_TYPES else "warc_unknown_record", where)
                     continue
                 raw = rec.reader.read()
-                doc = record_doc(wtype, rec.headers, raw, stats, where, extractor)
+                if len(raw) < rec.content_length:  # the archive ends inside this record
+                    stats.skip("truncated_file", f"{where}: block has {len(raw)} of its {rec.content_length} bytes")
+                    return
+                doc = record_doc(wtype, rec.headers, raw, stats, where, extractor, options)
                 if doc is None:
                     continue
                 text, ctype = doc
@@ -141,8 +159,45 @@ def iter_warc_records(path: Path, stats, source: str, name: str, extractor: str 
                                date=rec.headers.get("WARC-Date", ""), content_type=ctype,
                                language=rec.headers.get("WARC-Identified-Content-Language", "") or "text",
                                record_id=rec.headers.get("WARC-Record-ID", ""))
+        except DataError:  # --strict: the first fault, as it was raised
+            raise
         except Exception as e:  # FastWARC stops on truncated/corrupt archives
-            stats.skip("truncated_file", f"{path}: after record {n}: {type(e).__name__}: {e}")
+            cut = _gzip_tail_cut(f, last_pos)
+            if n == 0 and not cut:
+                stats.skip("not_a_warc_file", f"{path}: {type(e).__name__}: {e}")
+            else:
+                stats.skip("truncated_file", f"{path}: after record {n}: {cut or f'{type(e).__name__}: {e}'}")
+            return
+        # FastWARC ends quietly when a gzip member is cut before its first decompressed bytes
+        cut = _gzip_tail_cut(f, last_pos)
+    if cut:
+        stats.skip("truncated_file", f"{path}: after record {n}: {cut}")
+    elif n == 0:  # an empty file, or bytes with no WARC record in them: say so rather than 0 documents
+        stats.skip("not_a_warc_file", f"{path}: no WARC record found")
+
+
+def _gzip_tail_cut(f, pos: int) -> str:
+    """Why the gzip members from `pos` (where the last record's member starts) to the end of the
+    file are incomplete, or '' when they are whole or the file is not gzip. Streams one record's
+    member; the whole file only when it is one gzip stream rather than a member per record."""
+    f.seek(0)
+    if f.read(2) != b"\x1f\x8b":
+        return ""
+    f.seek(pos)
+    if f.read(2) != b"\x1f\x8b":
+        pos = 0
+    f.seek(pos)
+    d, eof = zlib.decompressobj(16 + zlib.MAX_WBITS), True
+    while chunk := f.read(1 << 20):
+        while chunk:
+            try:
+                d.decompress(chunk)
+            except zlib.error as e:
+                return f"gzip data error: {e}"
+            eof, chunk = d.eof, d.unused_data
+            if d.eof:  # the next member starts in what is left
+                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    return "" if eof else "the last gzip member is cut short"
 
 
 def _http_split(raw: bytes):
@@ -162,7 +217,7 @@ def _http_split(raw: bytes):
     return headers, raw[end + sep:]
 
 
-def record_doc(wtype: str, wheaders, raw: bytes, stats, where: str, extractor: str):
+def record_doc(wtype: str, wheaders, raw: bytes, stats, where: str, extractor: str, options: dict | None = None):
     from resiliparse.parse.encoding import bytes_to_str
 
     if wtype == "response" and "application/http" in (wheaders.get("Content-Type") or "").lower():
@@ -177,9 +232,9 @@ def record_doc(wtype: str, wheaders, raw: bytes, stats, where: str, extractor: s
         body, ctype_header = raw, wheaders.get("Content-Type", "")
     ctype = ctype_header.split(";")[0].strip().lower()
     if ctype not in TEXT_TYPES:
-        stats.skip(f"warc_content_type:{ctype or 'none'}", where)
+        stats.ignore(f"warc_content_type:{ctype or 'none'}", where)
         return None
     is_html = ctype != "text/plain"
     html = bytes_to_str(body, charset_of(ctype_header, body, is_html))
-    text = extract(html, extractor) if is_html else html
+    text = extract(html, extractor, options) if is_html else html
     return text, ctype
