@@ -1,22 +1,73 @@
 """The serving engine: greedy decoding with the slot KV cache gives exactly the tokens of
-recomputing the whole sequence without a cache, for prompts of different lengths batched together."""
+recomputing the whole sequence without a cache, for prompts of different lengths batched
+together, at the padded static shapes CUDA graphs use, and through the continuous-batching
+scheduler with more requests than slots (requests join and leave the batch mid-flight)."""
+import pytest
 import torch
 
 from fmforge.config import ModelConfig
 from fmforge.model.transformer import Transformer
-from fmforge.serve.engine import greedy
+from fmforge.serve.engine import Engine, greedy
+from fmforge.serve.sampling import SamplingParams
+from fmforge.serve.scheduler import QueueFull, Scheduler, Sequence
 
 
-def test_cached_greedy_equals_recomputation():
+@pytest.fixture(scope="module")
+def model():
     torch.manual_seed(0)
     cfg = ModelConfig(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, context_length=64, vocab_size=97, qk_norm=True,
                       init_std=0.2)
-    model = Transformer(cfg).eval()
-    prompts = [[1, 5, 9], [3, 4, 5, 6, 7, 8, 2], [11]]
-    got = greedy(model, prompts, 12)
-    for p, g in zip(prompts, got):
-        seq = list(p)
-        with torch.no_grad():
-            for _ in range(12):
-                seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
-        assert g == seq[len(p):]
+    return Transformer(cfg).eval()
+
+
+def recompute(model, prompt, n):
+    seq = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
+    return seq[len(prompt):]
+
+
+PROMPTS = [[1, 5, 9], [3, 4, 5, 6, 7, 8, 2], [11]]
+
+
+@pytest.mark.parametrize("buckets", [False, True])
+def test_cached_greedy_equals_recomputation(model, buckets):
+    got = greedy(model, PROMPTS, 12, buckets=buckets)
+    for p, g in zip(PROMPTS, got):
+        assert g == recompute(model, p, 12)
+
+
+def test_scheduler_joins_and_leaves_the_batch(model):
+    prompts = [[(7 * i + j) % 97 for j in range(1 + i % 5)] for i in range(9)]
+    lengths = [3 + (i * 5) % 11 for i in range(9)]  # different lengths: sequences leave at different steps
+    sched = Scheduler(Engine(model, 3, 32, buckets=True), max_queue=16)
+    try:
+        seqs = [Sequence(p, SamplingParams(max_tokens=n, temperature=0)) for p, n in zip(prompts, lengths)]
+        sched.submit(seqs)
+        for s in seqs:
+            assert s.done.wait(60)
+        for s, p, n in zip(seqs, prompts, lengths):
+            assert s.finish_reason == "length" and s.out == recompute(model, p, n)
+        assert sched.steps < sum(lengths)  # sequences really shared decode steps
+        with pytest.raises(QueueFull):
+            sched.submit([Sequence([1], SamplingParams(max_tokens=1)) for _ in range(17)])
+    finally:
+        sched.close()
+
+
+def test_seeded_sampling_is_reproducible_whatever_the_batch(model):
+    sched = Scheduler(Engine(model, 4, 48))
+    try:
+        def run(prompts, seed):
+            seqs = [Sequence(p, SamplingParams(max_tokens=10, temperature=0.9, top_p=0.9, top_k=20, seed=seed))
+                    for p in prompts]
+            sched.submit(seqs)
+            for s in seqs:
+                s.done.wait(60)
+            return [s.out for s in seqs]
+        alone = run([[1, 2, 3]], 7)[0]
+        assert run([[4, 4], [1, 2, 3], [9]], 7)[1] == alone
+        assert run([[1, 2, 3]], 8)[0] != alone
+    finally:
+        sched.close()

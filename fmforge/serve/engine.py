@@ -71,10 +71,11 @@ def _out_mlp(x, y, w_o, w_mnorm, w_13, w_2, eps: float):
 
 class Engine:
     """Prefill and decode over a SlotCache. `graphs`: capture decode steps in CUDA graphs
-    (default: on CUDA); `compile`: torch.compile the layer pieces first."""
+    (default: on CUDA); `compile`: torch.compile the layer pieces first; `buckets`: run
+    steps at the padded static shapes even without graphs (what tests check on a CPU)."""
 
     def __init__(self, model: Transformer, slots: int, max_len: int | None = None,
-                 graphs: bool | None = None, compile: bool = False):
+                 graphs: bool | None = None, compile: bool = False, buckets: bool | None = None):
         c = model.cfg
         max_len = max_len or c.context_length
         if max_len > c.context_length:
@@ -85,6 +86,7 @@ class Engine:
         self.graphs = self.device.type == "cuda" if graphs is None else graphs
         if self.graphs and self.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA model")
+        self.buckets = self.graphs if buckets is None else buckets or self.graphs  # padded static shapes
         self.eps, self.nh, self.nkv, self.hd = c.norm_eps, c.n_heads, c.kv_heads, c.head_dim
         self.layers = [(b.attn_norm.weight, b.attn.wqkv.weight,
                         None if b.attn.q_norm is None else b.attn.q_norm.weight,
@@ -92,7 +94,10 @@ class Engine:
                         b.attn.wo.weight, b.mlp_norm.weight, b.mlp.w13.weight, b.mlp.w2.weight)
                        for b in model.layers]
         self.qkv_fn, self.attend_fn, self.out_fn = _qkv, _attend_one, _out_mlp
-        if compile:
+        if compile:  # one compiled function per piece serves all layers; a recompile per step shape
+            for knob in ("recompile_limit", "cache_size_limit"):
+                if hasattr(torch._dynamo.config, knob):
+                    setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), 256))
             self.qkv_fn, self.attend_fn, self.out_fn = (torch.compile(f, dynamic=False)
                                                          for f in (_qkv, _attend_one, _out_mlp))
         self._captured: dict[tuple[int, int], tuple] = {}
@@ -149,7 +154,7 @@ class Engine:
 
     def shape_for(self, n: int, top: int) -> tuple[int, int]:
         """(batch, attended length) a step over n sequences, the furthest at position top-1, runs at."""
-        if not self.graphs:
+        if not self.buckets:
             return n, top
         b = min(1 << (n - 1).bit_length(), self.cache.slots)
         return b, min(-(-top // LEN_BUCKET) * LEN_BUCKET, self.max_len)
@@ -180,7 +185,7 @@ class Engine:
                 self._step(static[0], static[1], length)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             logits = self._step(static[0], static[1], length)
         self._pool = graph.pool()
         self._captured[(b, length)] = (graph, static, logits)
@@ -189,7 +194,7 @@ class Engine:
         """Capture the decode graphs for these shapes now rather than at first use."""
         if not self.graphs:
             return
-        for n in batches or [1 << i for i in range(self.cache.slots.bit_length())]:
+        for n in batches or [*(1 << i for i in range(self.cache.slots.bit_length())), self.cache.slots]:
             for top in lengths or range(LEN_BUCKET, self.max_len + LEN_BUCKET, LEN_BUCKET):
                 key = self.shape_for(n, min(top, self.max_len))
                 if key not in self._captured:
