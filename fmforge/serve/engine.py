@@ -159,21 +159,57 @@ class Engine:
         b = min(1 << (n - 1).bit_length(), self.cache.slots)
         return b, min(-(-top // LEN_BUCKET) * LEN_BUCKET, self.max_len)
 
+    def _inputs(self, tokens: list[int], positions: list[int], b: int) -> torch.Tensor:
+        pad = self.max_len - 1  # padding rows: free slots, last position (see module docstring)
+        n = len(tokens)
+        return torch.tensor([tokens + [0] * (b - n), positions + [pad] * (b - n)], device=self.device)
+
+    def _graph(self, b: int, length: int):
+        if (b, length) not in self._captured:
+            self._capture(b, length)
+        return self._captured[(b, length)]
+
     @torch.no_grad()
     def decode(self, tokens: list[int], positions: list[int]) -> torch.Tensor:
         """One token for sequences in slots 0..n-1: token i at position i; logits (n, V)."""
         n = len(tokens)
         b, length = self.shape_for(n, max(positions) + 1)
-        pad = self.max_len - 1  # padding rows: free slots, last position (see module docstring)
-        inp = torch.tensor([tokens + [0] * (b - n), positions + [pad] * (b - n)], device=self.device)
+        inp = self._inputs(tokens, positions, b)
         if not self.graphs:
             return self._step(inp[0], inp[1], length)[:n]
-        if (b, length) not in self._captured:
-            self._capture(b, length)
-        graph, static, logits = self._captured[(b, length)]
+        graph, static, logits = self._graph(b, length)
         static.copy_(inp)
         graph.replay()
         return logits[:n]
+
+    @torch.no_grad()
+    def decode_greedy(self, tokens: list[int], positions: list[int], steps: int) -> list[list[int]]:
+        """`steps` greedy tokens for each sequence in slots 0..n-1, each step fed the last
+        one's argmax on the device: one host round trip for all of them, so the GPU is
+        never idle while Python handles the tokens. (n, steps) token ids."""
+        n = len(tokens)
+        if max(positions) + steps > self.max_len:
+            raise ValueError("decode_greedy past the end of the cache")
+        b, length = self.shape_for(n, max(positions) + steps)
+        inp = self._inputs(tokens, positions, b)
+        outs = []
+        if self.graphs:
+            graph, static, logits = self._graph(b, length)
+            static.copy_(inp)
+        for j in range(steps):
+            if self.graphs:
+                graph.replay()
+            else:
+                logits = self._step(inp[0], inp[1], length)
+            nxt = logits.argmax(-1)
+            outs.append(nxt[:n])
+            if j + 1 < steps:
+                if self.graphs:
+                    static[0].copy_(nxt)
+                    static[1, :n] += 1
+                else:
+                    inp = torch.stack([nxt, inp[1] + (self._ar[:b] < n)])
+        return torch.stack(outs, 1).tolist()
 
     def _capture(self, b: int, length: int) -> None:
         static = torch.zeros(2, b, dtype=torch.long, device=self.device)

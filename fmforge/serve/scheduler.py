@@ -50,8 +50,9 @@ class Sequence:
 
 class Scheduler:
     def __init__(self, engine: Engine, detok: Callable[[list[int]], str] | None = None, max_queue: int = 256,
-                 prefill_tokens: int = 8192):
+                 prefill_tokens: int = 8192, lookahead: int = 8):
         self.engine, self.detok = engine, detok
+        self.lookahead = lookahead  # greedy steps run on the device per host round trip
         self.max_queue, self.prefill_tokens = max_queue, prefill_tokens
         self.waiting: collections.deque[Sequence] = collections.deque()
         self.running: list[Sequence] = []
@@ -143,6 +144,19 @@ class Scheduler:
 
     def _decode(self, seqs: list[Sequence]) -> None:
         live = [s.finish_reason is None for s in seqs]
+        if all(s.params.greedy and s.params.logprobs is None for s in seqs):
+            # several steps per round trip; a sequence that ends early wastes only its rest
+            k = min(self.lookahead, min(s.params.max_tokens - len(s.out) for s in seqs if s.finish_reason is None),
+                    self.engine.max_len - 1 - max(s.position for s in seqs))
+            if k > 1:
+                toks = self.engine.decode_greedy([s.out[-1] for s in seqs], [s.position for s in seqs], k)
+                self.steps += k
+                for s, ok, row in zip(seqs, live, toks):
+                    for t in row if ok else ():
+                        if s.finish_reason is not None or s.cancelled:
+                            break
+                        self._take_token(s, None, t)
+                return
         logits = self.engine.decode([s.out[-1] for s in seqs], [s.position for s in seqs])
         self.steps += 1
         greedy = logits.argmax(-1).tolist()
