@@ -96,6 +96,7 @@ class Scheduler:
                     break
                 new = self._take()
             self._guard(new, self._admit)
+            self._retire()  # those done at once (max_tokens 0, a stop token first) never decode
             if self.running:
                 self._guard(self.running, self._decode)
             self._retire()
