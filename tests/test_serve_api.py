@@ -423,3 +423,54 @@ def test_chat_page_in_a_real_browser(served, tmp_path):
         wd.close()
         drv.terminate()
         drv.wait(10)
+
+
+TASK = """task: fmforge_tiny_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{answer}}}}"
+metric_list:
+  - metric: acc
+"""
+
+
+@pytest.mark.slow
+def test_lm_eval_local_completions_matches_lm_eval_hf(served, tmp_path, monkeypatch):
+    """lm-eval's `local-completions` against the server scores a local multiple-choice task
+    exactly as lm-eval's `hf` model does on the exported HF folder: same accuracy, and every
+    choice's log-likelihood within 1e-4."""
+    lm_eval = pytest.importorskip("lm_eval")
+    from lm_eval.tasks import TaskManager
+    s = served
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    words = [" fox", " dog", " cat", " mat", " park", " world"]
+    stems = ["the quick brown", "the lazy", "a cat sat on the", "hello", "the dog ran to the", "jumps over the",
+             "this is", "a small"]
+    docs = [{"question": q, "choices": words[i % 3:i % 3 + 4], "answer": i % 4} for i, q in enumerate(stems)]
+    data = tmp_path / "mc.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (tmp_path / "task").mkdir()
+    (tmp_path / "task" / "mc.yaml").write_text(TASK.format(data=data))
+    tm = TaskManager(include_path=str(tmp_path / "task"))
+
+    def run(model, args):
+        r = lm_eval.simple_evaluate(model=model, model_args=args, tasks=["fmforge_tiny_mc"], task_manager=tm,
+                                    batch_size=1, device="cpu", log_samples=True)
+        samples = r["samples"]["fmforge_tiny_mc"]
+        return r["results"]["fmforge_tiny_mc"]["acc,none"], \
+            {x["doc_id"]: [float(resp[0][0]) for resp in x["resps"]] for x in samples}
+    acc_api, ll_api = run("local-completions", f"model=tiny,base_url={s.base}/v1/completions,tokenizer={s.hf_dir},"
+                                               "tokenizer_backend=huggingface,tokenized_requests=True,"
+                                               "num_concurrent=1,max_retries=1,max_length=128")
+    acc_hf, ll_hf = run("hf", f"pretrained={s.hf_dir},dtype=float32,max_length=128")
+    assert acc_api == acc_hf
+    assert ll_api.keys() == ll_hf.keys() and len(ll_api) == len(docs)
+    assert max(abs(a - b) for k in ll_hf for a, b in zip(ll_api[k], ll_hf[k])) < 1e-4
