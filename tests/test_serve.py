@@ -71,3 +71,28 @@ def test_seeded_sampling_is_reproducible_whatever_the_batch(model):
         assert run([[1, 2, 3]], 8)[0] != alone
     finally:
         sched.close()
+
+
+def test_benchmark_runs_tiny_on_cpu_and_cost_serve_prices_it(tmp_path):
+    """benchmarks/serve_throughput.py --device cpu --tiny writes a result and a bench.json that
+    `fmforge cost serve` prices: $/M tokens = price / (tokens/s * 3600) * 1e6 at the best row."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(root / "benchmarks" / "serve_throughput.py"), "--device", "cpu", "--tiny",
+                    "--rounds", "1", "--out", str(tmp_path)], check=True, env=env, capture_output=True, timeout=600)
+    result = json.loads((tmp_path / "serve_throughput.json").read_text())
+    assert not result["errors"] and {r["system"] for r in result["results"]} == {"fmforge-eager", "hf-generate"}
+    # fp32 on the CPU: the engine's greedy tokens are transformers' exactly
+    assert all(r["greedy_agreement_with_hf"] == 1.0 for r in result["results"] if r["system"] != "hf-generate")
+    bench = json.loads((tmp_path / "bench.json").read_text())
+    out = subprocess.run([sys.executable, "-m", "fmforge", "cost", "serve", "--from-bench", str(tmp_path / "bench.json"),
+                          "--price", "2.0", "--json"], check=True, env=env, capture_output=True, text=True, timeout=120)
+    priced = json.loads(out.stdout)
+    best = max(r["output_tokens_per_s"] for r in bench["results"])
+    assert abs(priced["usd_per_million_tokens"] - 2.0 / (best * 3600) * 1e6) < 1e-9

@@ -94,12 +94,11 @@ class Engine:
                         b.attn.wo.weight, b.mlp_norm.weight, b.mlp.w13.weight, b.mlp.w2.weight)
                        for b in model.layers]
         self.qkv_fn, self.attend_fn, self.out_fn = _qkv, _attend_one, _out_mlp
-        if compile:  # one compiled function per piece serves all layers; a recompile per step shape
+        if compile:  # one compiled function per piece serves all layers; shapes turn dynamic on recompile
             for knob in ("recompile_limit", "cache_size_limit"):
                 if hasattr(torch._dynamo.config, knob):
-                    setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), 256))
-            self.qkv_fn, self.attend_fn, self.out_fn = (torch.compile(f, dynamic=False)
-                                                         for f in (_qkv, _attend_one, _out_mlp))
+                    setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), 64))
+            self.qkv_fn, self.attend_fn, self.out_fn = (torch.compile(f) for f in (_qkv, _attend_one, _out_mlp))
         self._captured: dict[tuple[int, int], tuple] = {}
         self._pool = None
         self._ar = torch.arange(max_len, device=self.device)
