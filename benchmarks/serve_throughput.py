@@ -194,6 +194,36 @@ def main() -> None:
     cs = [int(c) for c in a.concurrency.split(",")]
     prompts_by_c = {c: torch.randint(0, model.cfg.vocab_size, (c, a.prompt_len), generator=g).tolist() for c in cs}
     rows, errors = [], {}
+    hw = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
+    setting = {"model": "tiny" if a.tiny else "llama-1b", "params": sum(p.numel() for p in model.parameters()),
+               "dtype": a.dtype, "weights": "random (seed 0)", "prompt_tokens": a.prompt_len,
+               "new_tokens": a.new_tokens, "decoding": "greedy", "device": hw}
+    out = Path(a.out) if a.out else None
+    paths = {}
+
+    def save() -> None:
+        """Both files, rewritten after each system: a run cut short keeps what it measured."""
+        by = {(r["system"], r["concurrency"]): r for r in rows}
+        done = []
+        for r in rows:  # greedy tokens of each system against HF's (bf16 sums may differ late)
+            ref = by.get(("hf-generate", r["concurrency"]))
+            r = {k: v for k, v in r.items() if k != "tokens"}
+            if ref is not None and r["system"] != "hf-generate":
+                r["greedy_agreement_with_hf"] = agreement(by[(r["system"], r["concurrency"])]["tokens"], ref["tokens"])
+            done.append(r)
+        target = paths.get("result") or (out / "serve_throughput.json" if out else None)
+        paths["result"] = write_result("serve_throughput", header,
+                                       {"setting": setting, "results": done, "errors": errors}, target)
+        bench = {"benchmark": "serve_throughput", "date": header["date"], "commit": header["commit"], **setting,
+                 "hardware": hw, "devices": 1, "source": paths["result"].name,
+                 "results": [{k: r[k] for k in ("system", "concurrency", "output_tokens_per_s", "latency_p50_s",
+                                                "latency_p99_s")} for r in done if r["system"].startswith("fmforge")]}
+        paths["bench"] = (out or paths["result"].parent) / \
+            ("bench.json" if out else f"{paths['result'].stem}.bench.json")
+        tmp = paths["bench"].with_name(f".{paths['bench'].name}.tmp")
+        tmp.write_text(json.dumps(bench, indent=2) + "\n")
+        os.replace(tmp, paths["bench"])
+
     for v in a.variants.split(","):
         try:
             rows += run_fmforge(model, prompts_by_c, a, v)
@@ -202,35 +232,15 @@ def main() -> None:
             print(f"fmforge-{v} failed: {errors[f'fmforge-{v}']}", flush=True)
         if a.device == "cuda":
             torch.cuda.empty_cache()
+        save()
     if not a.no_hf:
         try:
             rows += run_hf(model, prompts_by_c, a)
         except Exception as e:
             errors["hf-generate"] = f"{type(e).__name__}: {e}"
             print(f"hf failed: {errors['hf-generate']}", flush=True)
-    by = {(r["system"], r["concurrency"]): r for r in rows}
-    for r in rows:  # greedy tokens of each system against HF's (bf16 sums may differ late)
-        ref = by.get(("hf-generate", r["concurrency"]))
-        if ref is not None and r is not ref:
-            r["greedy_agreement_with_hf"] = agreement(r["tokens"], ref["tokens"])
-    for r in rows:
-        r.pop("tokens")
-    hw = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
-    setting = {"model": "tiny" if a.tiny else "llama-1b", "params": sum(p.numel() for p in model.parameters()),
-               "dtype": a.dtype, "weights": "random (seed 0)", "prompt_tokens": a.prompt_len,
-               "new_tokens": a.new_tokens, "decoding": "greedy", "device": hw}
-    out = Path(a.out) if a.out else None
-    path = write_result("serve_throughput", header, {"setting": setting, "results": rows, "errors": errors},
-                        out / "serve_throughput.json" if out else None)
-    bench = {"benchmark": "serve_throughput", "date": header["date"], "commit": header["commit"], **setting,
-             "hardware": hw, "devices": 1, "source": str(path.name),
-             "results": [{k: r[k] for k in ("system", "concurrency", "output_tokens_per_s", "latency_p50_s",
-                                            "latency_p99_s")} for r in rows if r["system"].startswith("fmforge")]}
-    bench_path = (out or path.parent) / ("bench.json" if out else f"{path.stem}.bench.json")
-    tmp = bench_path.with_name(f".{bench_path.name}.tmp")
-    tmp.write_text(json.dumps(bench, indent=2) + "\n")
-    os.replace(tmp, bench_path)
-    print(f"wrote {path} and {bench_path}")
+        save()
+    print(f"wrote {paths['result']} and {paths['bench']}")
     if errors:
         sys.exit(1)
 
