@@ -38,6 +38,32 @@ def test_cached_greedy_equals_recomputation(model, buckets):
         assert g == recompute(model, p, 12)
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(__import__("shutil").which("cc") is None, reason="torch.compile on the CPU needs a C compiler")
+def test_compiled_pieces_equal_recomputation(model):
+    """serve.compile: the torch.compile'd layer pieces (what runs inside the CUDA graphs on a GPU)."""
+    got = greedy(model, PROMPTS, 6, compile=True, buckets=True)
+    for p, g in zip(PROMPTS, got):
+        assert g == recompute(model, p, 6)
+
+
+def test_failed_step_ends_its_requests_not_the_scheduler(model):
+    class Broken(Engine):
+        def prefill(self, slots, prompts, all_logits):
+            if any(p[0] == 0 for p in prompts):
+                raise RuntimeError("boom")
+            return super().prefill(slots, prompts, all_logits)
+    sched = Scheduler(Broken(model, 2, 32))
+    try:
+        bad, good = Sequence([0, 1], SamplingParams(max_tokens=3)), Sequence([1, 2], SamplingParams(max_tokens=3))
+        sched.submit([bad])
+        assert bad.done.wait(30) and bad.finish_reason == "error" and "boom" in bad.error
+        sched.submit([good])
+        assert good.done.wait(30) and good.finish_reason == "length" and len(good.out) == 3
+    finally:
+        sched.close()
+
+
 def test_scheduler_joins_and_leaves_the_batch(model):
     prompts = [[(7 * i + j) % 97 for j in range(1 + i % 5)] for i in range(9)]
     lengths = [3 + (i * 5) % 11 for i in range(9)]  # different lengths: sequences leave at different steps
@@ -73,6 +99,7 @@ def test_seeded_sampling_is_reproducible_whatever_the_batch(model):
         sched.close()
 
 
+@pytest.mark.slow
 def test_benchmark_runs_tiny_on_cpu_and_cost_serve_prices_it(tmp_path):
     """benchmarks/serve_throughput.py --device cpu --tiny writes a result and a bench.json that
     `fmforge cost serve` prices: $/M tokens = price / (tokens/s * 3600) * 1e6 at the best row."""

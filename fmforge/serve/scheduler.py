@@ -125,9 +125,11 @@ class Scheduler:
         try:
             fn(seqs)
         except Exception as e:  # a failed step ends its sequences, not the server
-            for s in seqs:
+            for s in list(seqs):
                 s.error = f"{type(e).__name__}: {e}"
                 s.finish_reason = "error"
+                if s not in self.running:  # a failed prefill: never reached a slot, _retire will not see it
+                    self._finish(s, "error")
 
     def _admit(self, new: list[Sequence]) -> None:
         first = len(self.running)
