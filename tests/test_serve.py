@@ -123,3 +123,33 @@ def test_benchmark_runs_tiny_on_cpu_and_cost_serve_prices_it(tmp_path):
     priced = json.loads(out.stdout)
     best = max(r["output_tokens_per_s"] for r in bench["results"])
     assert abs(priced["usd_per_million_tokens"] - 2.0 / (best * 3600) * 1e6) < 1e-9
+
+
+def test_serve_package_has_no_import_circles_and_the_engine_needs_no_fastapi():
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    graph = {}
+    for f in (root / "fmforge" / "serve").glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fmforge.serve"):
+                deps |= ({a.name for a in node.names} if node.module == "fmforge.serve"
+                         else {node.module.split(".")[2]})
+        graph[f.stem] = deps
+
+    def reach(start):
+        seen, todo = set(), [start]
+        while todo:
+            for d in graph.get(todo.pop(), ()):
+                if d not in seen:
+                    seen.add(d)
+                    todo.append(d)
+        return seen
+    assert not [m for m in graph if m in reach(m)]
+    code = ("import sys, fmforge.serve.scheduler, fmforge.serve.engine, fmforge.serve.load, fmforge.cli; "
+            "assert 'fastapi' not in sys.modules and 'uvicorn' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env={"PYTHONPATH": str(root)}, timeout=120)
