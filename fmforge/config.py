@@ -273,7 +273,15 @@ class EvalConfig(Section):
 class ServeConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    max_batch: int = Field(8, ge=1)
+    max_batch: int = Field(32, ge=1)  # KV-cache slots: sequences decoded together
+    max_queue: int = Field(256, ge=1)  # requests waiting for a slot; beyond it: 503
+    max_len: Optional[int] = Field(None, ge=2)  # tokens per sequence (None: the model's context)
+    device: str = "auto"  # auto: cuda when available
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    cuda_graphs: bool = True  # capture decode steps (CUDA only)
+    compile: bool = False  # torch.compile the layer pieces before capture (slow start, faster steps)
+    lookahead: int = Field(8, ge=1)  # greedy decode steps per host round trip
+    prefill_tokens: int = Field(8192, ge=1)  # prompt tokens per batched prefill
 
 
 class FinetuneConfig(Section):

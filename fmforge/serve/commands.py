@@ -1,0 +1,46 @@
+"""`fmforge serve` (mounted by fmforge.cli): the OpenAI-compatible server on uvicorn."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from fmforge.errors import UserError
+from fmforge.options import RecipeOpt, SetOpt, recipe_from, with_options
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve(model: Path = typer.Option(..., "--model", help="run folder, model/checkpoint folder, or HF folder"),
+              host: Optional[str] = typer.Option(None, "--host", help="default serve.host (127.0.0.1)"),
+              port: Optional[int] = typer.Option(None, "--port", help="default serve.port (8000)"),
+              api_key: Optional[str] = typer.Option(None, "--api-key", envvar="FMFORGE_API_KEY",
+                                                    help="require Authorization: Bearer KEY"),
+              served_model_name: Optional[str] = typer.Option(None, "--served-model-name",
+                                                              help="the model id clients use (default: folder name)"),
+              recipe: Optional[str] = RecipeOpt, sets: Optional[List[str]] = SetOpt):
+        """Serve a model over an OpenAI-compatible API (completions, chat, streaming) with a chat page at /.
+
+        Example: fmforge serve --model runs/demo --port 8000 --set serve.max_batch=64
+        """
+        try:
+            import fastapi  # noqa: F401
+            import uvicorn
+        except ModuleNotFoundError as e:
+            raise UserError(f"fmforge serve needs the [serve] extra ({e.name} is missing): "
+                            "pip install 'fmforge[serve]'") from None
+        from fmforge.serve.api import create_app
+        from fmforge.serve.load import build_service
+
+        if not model.exists():
+            raise UserError(f"--model {model}: no such folder")
+        cfg = with_options(recipe_from(recipe, sets).serve, {"host": ("--host", host), "port": ("--port", port)})
+        svc = build_service(model, cfg, api_key or None, served_model_name)
+        typer.echo(f"serving {svc.name} ({svc.sched.engine.cfg.n_layers} layers, {svc.max_len}-token context, "
+                   f"{cfg.max_batch} slots) on http://{cfg.host}:{cfg.port}  (pid {os.getpid()})")
+        try:
+            uvicorn.run(create_app(svc), host=cfg.host, port=cfg.port, log_level="warning")
+        finally:
+            svc.sched.close()

@@ -1,0 +1,476 @@
+"""`fmforge serve` from outside: the official `openai` SDK (and plain HTTP) against a server
+on a free loopback port (uvicorn in a thread), a tiny random model with a real BPE
+tokenizer. Expected tokens come from transformers running the exported HF copy of the same
+model, never from the server's own code."""
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import threading
+import time
+from types import SimpleNamespace
+
+import httpx
+import pytest
+import torch
+
+from fmforge.config import ModelConfig, ServeConfig
+from fmforge.export.writer import export_hf
+from fmforge.model.transformer import Transformer
+from fmforge.model.weights import save_model
+from fmforge.tokenizer.bpe import EOT, PAD
+
+openai = pytest.importorskip("openai")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+KEY = "sk-test-123"
+TEXT = ["the quick brown fox jumps over the lazy dog " * 20, "hello world, this is fmforge. " * 20,
+        "a cat sat on the mat and the dog ran to the park " * 10]
+ROLES = ["<|system|>", "<|user|>", "<|assistant|>"]
+
+
+def make_model(root):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(TEXT, trainers.BpeTrainer(vocab_size=320, special_tokens=[EOT, PAD, *ROLES],
+                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    cfg = ModelConfig(vocab_size=320, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, context_length=128,
+                      init_std=0.1, qk_norm=True)
+    torch.manual_seed(0)
+    net = Transformer(cfg)
+    mdir = root / "run" / "train"
+    mdir.mkdir(parents=True)
+    save_model(net.state_dict(), cfg, mdir)
+    tok.save(str(mdir / "tokenizer.json"))
+    (root / "hf").mkdir()
+    export_hf(root / "run", root / "hf")
+    return net.eval(), tok
+
+
+def start(app):
+    import uvicorn
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    t0 = time.time()
+    while not server.started:
+        assert time.time() - t0 < 30, "server did not start"
+        time.sleep(0.02)
+
+    def stop():
+        server.should_exit = True
+        th.join(10)
+    return f"http://127.0.0.1:{port}", stop
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from fmforge.serve.api import create_app
+    from fmforge.serve.load import build_service
+    root = tmp_path_factory.mktemp("serve")
+    net, tok = make_model(root)
+    svc = build_service(root / "run", ServeConfig(max_batch=16, device="cpu"), KEY, "tiny")
+    base, stop = start(create_app(svc))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(root / "hf", dtype=torch.float32).eval()
+    client = openai.OpenAI(base_url=base + "/v1", api_key=KEY, max_retries=0, timeout=60)
+    yield SimpleNamespace(base=base, svc=svc, tok=tok, net=net, hf=hf, hf_dir=root / "hf", client=client, root=root)
+    stop()
+    svc.sched.close()
+
+
+def hf_greedy(s, ids: list[int], n: int, stop_ids: list[int]) -> list[int]:
+    """transformers' greedy continuation, ending before the first stop token."""
+    with torch.no_grad():
+        out = s.hf.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                            max_new_tokens=n, do_sample=False, eos_token_id=stop_ids, pad_token_id=stop_ids[0])
+    new = out[0, len(ids):].tolist()
+    cut = next((i for i, t in enumerate(new) if t in stop_ids), len(new))
+    return new[:cut]
+
+
+def eot(s):
+    return s.tok.token_to_id(EOT)
+
+
+def text_of(s, ids):
+    return s.tok.decode(ids, skip_special_tokens=False)
+
+
+PROMPT = "the quick brown"
+
+
+def test_models_health_tokenize(served):
+    s = served
+    assert [m.id for m in s.client.models.list().data] == ["tiny"]
+    assert httpx.get(s.base + "/health").json() == {"status": "ok"}
+    h = {"Authorization": f"Bearer {KEY}"}
+    r = httpx.post(s.base + "/tokenize", json={"prompt": PROMPT}, headers=h).json()
+    assert r["tokens"] == s.tok.encode(PROMPT).ids and r["max_model_len"] == 128
+    assert httpx.post(s.base + "/detokenize", json={"tokens": r["tokens"]}, headers=h).json()["prompt"] == PROMPT
+
+
+def test_greedy_completion_equals_transformers(served):
+    s = served
+    ids = s.tok.encode(PROMPT).ids
+    want = hf_greedy(s, ids, 20, [eot(s)])
+    r = s.client.completions.create(model="tiny", prompt=PROMPT, max_tokens=20, temperature=0)
+    assert r.choices[0].text == text_of(s, want)
+    assert r.usage.prompt_tokens == len(ids) and r.usage.completion_tokens == len(want)
+    assert r.choices[0].finish_reason == ("length" if len(want) == 20 else "stop")
+    # token-id prompts, several at once, give the same as one by one
+    r2 = s.client.completions.create(model="tiny", prompt=[ids, ids[:2]], max_tokens=20, temperature=0)
+    assert r2.choices[0].text == r.choices[0].text
+    assert r2.choices[1].text == text_of(s, hf_greedy(s, ids[:2], 20, [eot(s)]))
+
+
+def test_chat_equals_transformers_with_the_chat_template(served):
+    s = served
+    msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello world"}]
+    htok = transformers.AutoTokenizer.from_pretrained(s.hf_dir)
+    ids = htok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+    ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+    stops = [eot(s)] + [s.tok.token_to_id(r) for r in ROLES]
+    want = text_of(s, hf_greedy(s, list(ids), 24, stops))
+    r = s.client.chat.completions.create(model="tiny", messages=msgs, max_tokens=24, temperature=0)
+    assert r.choices[0].message.role == "assistant" and r.choices[0].message.content == want
+    chunks = list(s.client.chat.completions.create(model="tiny", messages=msgs, max_tokens=24, temperature=0,
+                                                   stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == want
+    assert chunks[-1].usage.completion_tokens == r.usage.completion_tokens
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == r.choices[0].finish_reason
+
+
+def test_streaming_completion_ends_with_done(served):
+    s = served
+    full = s.client.completions.create(model="tiny", prompt=PROMPT, max_tokens=30, temperature=0).choices[0].text
+    parts = list(s.client.completions.create(model="tiny", prompt=PROMPT, max_tokens=30, temperature=0,
+                                             stream=True, stream_options={"include_usage": True}))
+    assert "".join(p.choices[0].text for p in parts if p.choices) == full
+    assert len([p for p in parts if p.choices]) > 2  # really streamed, not one piece
+    raw = httpx.post(s.base + "/v1/completions", headers={"Authorization": f"Bearer {KEY}"},
+                     json={"prompt": PROMPT, "max_tokens": 5, "stream": True}).text
+    events = [e for e in raw.split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
+
+
+def test_echo_logprobs_are_the_prompt_token_logprobs(served):
+    """The request lm-eval's local-completions sends: echo, logprobs=1, max_tokens 1 (and 0)."""
+    s = served
+    ids = s.tok.encode("hello world, this is the lazy dog").ids
+    with torch.no_grad():
+        lp = s.hf(torch.tensor([ids])).logits[0].float().log_softmax(-1)
+    want = [lp[t - 1, ids[t]].item() for t in range(1, len(ids))]
+    for mt in (1, 0):
+        r = s.client.completions.create(model="tiny", prompt=ids, max_tokens=mt, temperature=0, logprobs=1, echo=True)
+        got = r.choices[0].logprobs
+        assert got.token_logprobs[0] is None and len(got.token_logprobs) == len(ids) + mt
+        assert max(abs(a - b) for a, b in zip(got.token_logprobs[1:len(ids)], want)) < 1e-4
+        for t in range(1, len(ids)):  # top-1 is the argmax, exactly the token's own value when greedy
+            best = lp[t - 1].argmax().item()
+            (tok_str, v), = got.top_logprobs[t].items()
+            assert abs(v - lp[t - 1, best].item()) < 1e-4
+        assert r.choices[0].text.startswith(text_of(s, ids))
+
+
+def test_seed_reproducible_and_n_choices(served):
+    s = served
+    kw = dict(model="tiny", prompt=PROMPT, max_tokens=24, temperature=1.0, top_p=0.95, extra_body={"top_k": 50})
+    a = s.client.completions.create(seed=42, **kw).choices[0].text
+    b = s.client.completions.create(seed=42, **kw).choices[0].text
+    c = s.client.completions.create(seed=43, **kw).choices[0].text
+    assert a == b and a != c
+    r = s.client.completions.create(seed=7, n=3, **kw)
+    assert [ch.index for ch in r.choices] == [0, 1, 2] and len({ch.text for ch in r.choices}) > 1
+    assert r.usage.prompt_tokens == 3 * len(s.tok.encode(PROMPT).ids)
+
+
+def test_stop_strings(served):
+    s = served
+    full = s.client.completions.create(model="tiny", prompt=PROMPT, max_tokens=40, temperature=0).choices[0].text
+    k = next((i for i in range(1, len(full) - 2) if full[i:i + 2].isascii() and full[i:i + 2].isprintable()), None)
+    if k is None:
+        pytest.skip("the random model's greedy text has no printable pair to stop at")
+    stop = full[k:k + 2]
+    r = s.client.completions.create(model="tiny", prompt=PROMPT, max_tokens=40, temperature=0, stop=[stop])
+    assert r.choices[0].text == full[:full.find(stop)] and r.choices[0].finish_reason == "stop"
+
+
+def _err(r, status, param=None):
+    assert r.status_code == status, r.text
+    e = r.json()["error"]
+    assert set(e) == {"message", "type", "param", "code"} and e["message"]
+    if param:
+        assert e["param"] == param
+    return e
+
+
+def test_errors_400_401(served):
+    s = served
+    h = {"Authorization": f"Bearer {KEY}"}
+    post = lambda body, headers=h: httpx.post(s.base + "/v1/completions", json=body, headers=headers)  # noqa: E731
+    _err(post({"prompt": "x", "max_tokens": -1}), 400, "max_tokens")
+    _err(post({"prompt": "x", "temperature": 3}), 400, "temperature")
+    assert _err(post({"prompt": "x", "model": "gpt-4"}), 400, "model")["code"] == "model_not_found"
+    assert _err(post({"prompt": list(range(1, 127)), "max_tokens": 10}), 400)["code"] == "context_length_exceeded"
+    _err(post({"prompt": [5000]}), 400, "prompt")
+    _err(httpx.post(s.base + "/v1/completions", content=b"{not json", headers=h), 400)
+    _err(httpx.post(s.base + "/v1/chat/completions", json={"messages": [{"role": "robot", "content": "x"}]},
+                    headers=h), 400, "messages")
+    assert _err(post({"prompt": "x"}, {}), 401)["code"] == "invalid_api_key"
+    _err(post({"prompt": "x"}, {"Authorization": "Bearer wrong"}), 401)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=s.base + "/v1", api_key="wrong", max_retries=0).models.list()
+    with pytest.raises(openai.BadRequestError):
+        s.client.completions.create(model="tiny", prompt="x", max_tokens=-5)
+    # the server is still fine
+    assert s.client.completions.create(model="tiny", prompt="x", max_tokens=2).choices
+
+
+class GatedEngine:
+    """A real Engine whose prefill / decode wait for the test to open a gate: puts the
+    scheduler in a known state (a request held in a slot, others queued) without timing."""
+
+    def __init__(self, engine):
+        self.engine, self.prefill_gate, self.decode_gate = engine, threading.Event(), threading.Event()
+        self.in_prefill, self.in_decode = threading.Event(), threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def prefill(self, *a):
+        self.in_prefill.set()
+        self.prefill_gate.wait(30)
+        return self.engine.prefill(*a)
+
+    def decode(self, *a):
+        self.in_decode.set()
+        self.decode_gate.wait(30)
+        return self.engine.decode(*a)
+
+    def decode_greedy(self, *a):
+        self.in_decode.set()
+        self.decode_gate.wait(30)
+        return self.engine.decode_greedy(*a)
+
+
+@pytest.fixture
+def gated(served):
+    from fmforge.serve.api import create_app
+    from fmforge.serve.engine import Engine
+    from fmforge.serve.scheduler import Scheduler
+    from fmforge.serve.service import Service
+    eng = GatedEngine(Engine(served.net, 1, 128))
+    sched = Scheduler(eng, lambda ids: served.tok.decode(ids), max_queue=1)
+    svc = Service(sched, served.tok, "tiny", None, eot(served))
+    base, stop = start(create_app(svc))
+    yield SimpleNamespace(base=base, eng=eng, sched=sched)
+    eng.prefill_gate.set()
+    eng.decode_gate.set()
+    stop()
+    sched.close()
+
+
+def test_queue_full_is_503_then_both_finish(gated):
+    g = gated
+    results = {}
+
+    def call(name):
+        results[name] = httpx.post(g.base + "/v1/completions", json={"prompt": "hello", "max_tokens": 3}, timeout=60)
+    t1 = threading.Thread(target=call, args=("first",))
+    t1.start()
+    assert g.eng.in_prefill.wait(10)  # the first request holds the engine
+    t2 = threading.Thread(target=call, args=("second",))
+    t2.start()
+    t0 = time.time()
+    while g.sched.metrics.queue_depth < 1:  # the second waits in the queue (limit 1)
+        assert time.time() - t0 < 10
+        time.sleep(0.01)
+    r = httpx.post(g.base + "/v1/completions", json={"prompt": "hello", "max_tokens": 3})
+    assert _err(r, 503)["code"] == "queue_full"
+    g.eng.prefill_gate.set()
+    g.eng.decode_gate.set()
+    t1.join(30)
+    t2.join(30)
+    assert results["first"].status_code == 200 and results["second"].status_code == 200
+    assert 'fmforge_requests_total{outcome="rejected"} 1' in httpx.get(g.base + "/metrics").text
+
+
+def test_client_disconnect_cancels_the_request(gated):
+    g = gated
+    g.eng.prefill_gate.set()
+    with httpx.Client(timeout=30) as c:
+        with c.stream("POST", g.base + "/v1/chat/completions",
+                      json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100, "stream": True,
+                            "ignore_eos": True}) as r:
+            first = next(r.iter_lines())
+            assert first.startswith("data: ")
+            assert g.eng.in_decode.wait(10)  # running, held in its first decode step
+    # connection closed: the server notices and cancels; the slot is freed
+    t0 = time.time()
+    while g.sched.metrics.requests.get("cancelled", 0) < 1:
+        g.eng.decode_gate.set()
+        assert time.time() - t0 < 20, g.sched.metrics.requests
+        time.sleep(0.05)
+    assert not g.sched.running and g.sched.metrics.generation_tokens < 100
+    m = httpx.get(g.base + "/metrics").text
+    assert 'fmforge_requests_total{outcome="cancelled"} 1' in m and "fmforge_running_sequences 0" in m
+
+
+def test_load_64_concurrent_streaming_clients(served):
+    s = served
+    prompts = [f"the {w} dog" for w in ("quick", "lazy", "brown", "small", "old", "park", "cat", "mat")]
+    want = {p: text_of(s, hf_greedy(s, s.tok.encode(p).ids, 16, [eot(s)])) for p in prompts}
+    client = openai.AsyncOpenAI(base_url=s.base + "/v1", api_key=KEY, max_retries=0, timeout=120)
+
+    async def one(i):
+        p = prompts[i % len(prompts)]
+        t0 = time.perf_counter()
+        text, reason = "", None
+        async for ch in await client.completions.create(model="tiny", prompt=p, max_tokens=16, temperature=0,
+                                                        stream=True):
+            text += ch.choices[0].text
+            reason = ch.choices[0].finish_reason or reason
+        return p, text, reason, time.perf_counter() - t0
+
+    async def main():
+        try:
+            return await asyncio.gather(*(one(i) for i in range(64)))
+        finally:
+            await client.close()
+    t0 = time.perf_counter()
+    res = asyncio.run(main())
+    wall = time.perf_counter() - t0
+    assert all(text == want[p] and reason in ("stop", "length") for p, text, reason, _ in res)
+    lat = sorted(r[3] for r in res)
+    print(f"\n64 streaming clients: wall {wall:.2f}s, latency p50 {statistics.median(lat):.3f}s "
+          f"p99 {lat[min(63, round(0.99 * 64))]:.3f}s")
+
+
+CHROMIUM = "/usr/bin/chromium" if shutil.os.path.exists("/usr/bin/chromium") else None
+DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.mark.skipif(CHROMIUM is None or not shutil.os.path.exists(DRIVER),
+                    reason="no Chromium + chromedriver (/usr/bin/chromium; Debian: apt-get install chromium "
+                           "chromium-driver)")
+def test_chat_page_in_a_real_browser(served, tmp_path):
+    """Headless Chromium, driven over the W3C WebDriver protocol (chromedriver; plain HTTP, no
+    selenium), loads /, types a message, clicks Send and sees the reply stream into the page:
+    the text grows over several polls and ends as the API's own greedy reply."""
+    s = served
+    msgs = [{"role": "user", "content": "hello world"}]
+    want = s.client.chat.completions.create(model="tiny", messages=msgs, temperature=0).choices[0].message.content
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    drv = subprocess.Popen([DRIVER, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wd = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    try:
+        for _ in range(200):
+            try:
+                if wd.get("/status").json()["value"]["ready"]:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        caps = {"capabilities": {"alwaysMatch": {"goog:chromeOptions": {"binary": CHROMIUM, "args": [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            f"--user-data-dir={tmp_path / 'profile'}"]}}}}
+        sid = wd.post("/session", json=caps).json()["value"]["sessionId"]
+
+        def js(script, *args):
+            return wd.post(f"/session/{sid}/execute/sync", json={"script": script, "args": list(args)}).json()["value"]
+
+        def el(css):
+            v = wd.post(f"/session/{sid}/element", json={"using": "css selector", "value": css}).json()["value"]
+            return next(iter(v.values()))
+        try:
+            wd.post(f"/session/{sid}/url", json={"url": f"{s.base}/?key={KEY}"})
+            js("document.getElementById('temperature').value = '0';")
+            t0 = time.time()
+            while js("return document.getElementById('model').textContent") != "tiny":
+                assert time.time() - t0 < 20, "the page did not list the model"
+                time.sleep(0.05)
+            wd.post(f"/session/{sid}/element/{el('#input')}/value", json={"text": "hello world"})
+            wd.post(f"/session/{sid}/element/{el('#send')}/click", json={})
+            seen = []
+            while True:
+                state = js("const m = document.querySelector('.msg.assistant, .msg.error');"
+                           "return m ? [m.className, m.textContent, m.dataset.done || ''] : null")
+                if state:
+                    seen.append(state[1])
+                    if state[2] == "1" or "error" in state[0]:
+                        break
+                assert time.time() - t0 < 60, seen[-1:]
+                time.sleep(0.005)
+            assert state[0] == "msg assistant" and state[1] == want
+            assert js("return document.querySelector('.msg.user').textContent") == "hello world"
+        finally:
+            wd.delete(f"/session/{sid}")
+    finally:
+        wd.close()
+        drv.terminate()
+        drv.wait(10)
+
+
+TASK = """task: fmforge_tiny_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{answer}}}}"
+metric_list:
+  - metric: acc
+"""
+
+
+@pytest.mark.slow
+def test_lm_eval_local_completions_matches_lm_eval_hf(served, tmp_path, monkeypatch):
+    """lm-eval's `local-completions` against the server scores a local multiple-choice task
+    exactly as lm-eval's `hf` model does on the exported HF folder: same accuracy, and every
+    choice's log-likelihood within 1e-4."""
+    lm_eval = pytest.importorskip("lm_eval")
+    from lm_eval.tasks import TaskManager
+    s = served
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    words = [" fox", " dog", " cat", " mat", " park", " world"]
+    stems = ["the quick brown", "the lazy", "a cat sat on the", "hello", "the dog ran to the", "jumps over the",
+             "this is", "a small"]
+    docs = [{"question": q, "choices": words[i % 3:i % 3 + 4], "answer": i % 4} for i, q in enumerate(stems)]
+    data = tmp_path / "mc.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (tmp_path / "task").mkdir()
+    (tmp_path / "task" / "mc.yaml").write_text(TASK.format(data=data))
+    tm = TaskManager(include_path=str(tmp_path / "task"))
+
+    def run(model, args):
+        r = lm_eval.simple_evaluate(model=model, model_args=args, tasks=["fmforge_tiny_mc"], task_manager=tm,
+                                    batch_size=1, device="cpu", log_samples=True)
+        samples = r["samples"]["fmforge_tiny_mc"]
+        return r["results"]["fmforge_tiny_mc"]["acc,none"], \
+            {x["doc_id"]: [float(resp[0][0]) for resp in x["resps"]] for x in samples}
+    acc_api, ll_api = run("local-completions", f"model=tiny,base_url={s.base}/v1/completions,tokenizer={s.hf_dir},"
+                                               "tokenizer_backend=huggingface,tokenized_requests=True,"
+                                               "num_concurrent=1,max_retries=1,max_length=128")
+    acc_hf, ll_hf = run("hf", f"pretrained={s.hf_dir},dtype=float32,max_length=128")
+    assert acc_api == acc_hf
+    assert ll_api.keys() == ll_hf.keys() and len(ll_api) == len(docs)
+    assert max(abs(a - b) for k in ll_hf for a, b in zip(ll_api[k], ll_hf[k])) < 1e-4
