@@ -98,6 +98,8 @@ def pre_tokenizer_name(tok: dict, where: Path) -> str:
     pre = tok.get("pre_tokenizer") or {}
     steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
     kinds = [s.get("type") for s in steps]
+    if any(s.get("add_prefix_space") for s in steps):  # llama.cpp's BPE adds no leading space
+        raise UserError(f"{where}: ByteLevel add_prefix_space=true has no llama.cpp counterpart; not exported to GGUF")
     if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
         return "gpt-2"
     if kinds == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
