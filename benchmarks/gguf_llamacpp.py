@@ -7,17 +7,19 @@ default) and `--format hf`; then on the same prompts, greedy, on CPU with the sa
     sampler setting can differ);
   - transformers `generate(do_sample=False)` on the HF export (fp32).
 Each stops at <|endoftext|> or after --max-new tokens. Reported: per prompt whether the token
-ids equal fmforge's and the first position where they differ; decode tokens/s of each (the
+ids equal fmforge's and the first position where they differ; for llama.cpp also the largest
+|logit difference| from fmforge's fp32 forward over every prompt position; decode tokens/s of each (the
 prompt's prefill included in the time, the same for all); and whether llama.cpp's tokenizer
 gives HF tokenizers' ids on a set of strings (contractions, digit runs, Unicode, whitespace
 runs, the chat format's special tokens).
 
 llama-cpp-python is built from the registry's source package (`pip install llama-cpp-python`,
 CMAKE_ARGS="-DGGML_NATIVE=OFF" where the build machine's CPU differs); without it the llama.cpp
-part is skipped and the result says so.
+part is skipped and the result says so. Where the package was installed without its compiled
+library (`-C wheel.cmake=false`), LLAMA_CPP_LIB_PATH names the folder holding libllama.so.
 
     python benchmarks/gguf_llamacpp.py --model runs/demo            # a trained run
-    python benchmarks/gguf_llamacpp.py --tiny --max-new 8           # random weights, seconds
+    python benchmarks/gguf_llamacpp.py --tiny [--plain] --max-new 8  # random weights, seconds
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ TOKENIZE = ["Hello, world! It's 2026; they'll've 1234567 items.", "naïve café 
             "<|user|>\nhi there<|endoftext|>\n<|assistant|>\n", "x=3.14159e-10;y=0x1F"]
 
 
-def tiny_run(work: Path) -> Path:
+def tiny_run(work: Path, qk_norm: bool) -> Path:
     """A random-weight run folder with fmforge's own tokenizer: for a quick check, not a figure."""
     import torch
     from fmforge.config import ModelConfig, TokenizerConfig
@@ -51,7 +53,7 @@ def tiny_run(work: Path) -> Path:
     texts = [Path(p).read_text() for p in sorted(Path(argparse.__file__).parent.glob("json/*.py"))]
     train_bpe(texts, TokenizerConfig(vocab_size=512), work / "run" / "tokenizer")
     cfg = ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128,
-                      context_length=128, qk_norm=True)
+                      context_length=128, qk_norm=qk_norm)
     torch.manual_seed(0)
     (work / "run" / "train").mkdir(parents=True)
     save_model(Transformer(cfg).state_dict(), cfg, work / "run" / "train")
@@ -77,7 +79,8 @@ def compare(ref: list[list[int]], got: list[list[int]]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, help="run folder or model folder (default: --tiny)")
-    ap.add_argument("--tiny", action="store_true", help="random weights, tiny shape")
+    ap.add_argument("--tiny", action="store_true", help="random weights, tiny shape (QK-norm: llama.cpp's qwen3)")
+    ap.add_argument("--plain", action="store_true", help="with --tiny: no QK-norm (llama.cpp's llama, q/k permuted)")
     ap.add_argument("--max-new", type=int, default=48)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dtypes", default="f32,f16,q8_0")
@@ -97,7 +100,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="gguf-bench-"))
-    mdir = model_dir(tiny_run(work) if args.tiny else args.model)
+    mdir = model_dir(tiny_run(work, not args.plain) if args.tiny else args.model)
     tok_file = find_tokenizer(mdir)
     tok = Tokenizer.from_file(str(tok_file))
     eot = tok.token_to_id(EOT)
@@ -138,8 +141,9 @@ def main() -> None:
 
     try:
         from llama_cpp import Llama
-    except ImportError as e:
-        figures["llama_cpp"] = {"skipped": f"llama-cpp-python is not installed ({e}); pip install llama-cpp-python"}
+    except Exception as e:  # not installed, or installed without its shared library (RuntimeError)
+        figures["llama_cpp"] = {"skipped": f"llama-cpp-python not usable ({type(e).__name__}: {e}); "
+                                           "pip install llama-cpp-python"}
     else:
         figures["llama_cpp"] = {}
         for dtype in args.dtypes.split(","):
@@ -148,12 +152,18 @@ def main() -> None:
             llm = Llama(str(path), n_ctx=cfg.context_length, n_threads=args.threads, n_threads_batch=args.threads,
                         n_batch=cfg.context_length, verbose=False, seed=0)
 
+            import numpy as np
+
+            def last_logits(llm=llm):  # the last evaluated token's logits (Llama.scores holds
+                # them only with logits_all, which would also project every prompt position)
+                return np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
+
             def ll_greedy(p, llm=llm):
                 llm.reset()
                 llm.eval(p)
                 out = []
                 for _ in range(budget):
-                    nxt = int(llm.scores[llm.n_tokens - 1].argmax())
+                    nxt = int(last_logits().argmax())
                     if nxt == eot:
                         break
                     out.append(nxt)
@@ -163,6 +173,18 @@ def main() -> None:
             outs, secs, n = timed_each(ll_greedy, prompts)
             row = {"file_mib": info["bytes"] / 2**20, "arch": info["arch"], "tensor_types": info["tensor_types"],
                    "tokens_per_s": n / secs, "tokens": n, "seconds": secs, **compare(ref, outs)}
+            # logits at every prompt position vs fmforge's fp32 forward (a second context that keeps them all)
+            full = Llama(str(path), n_ctx=cfg.context_length, n_threads=args.threads, n_batch=cfg.context_length,
+                         logits_all=True, verbose=False)
+            diffs = []
+            for p in prompts:
+                full.reset()
+                full.eval(p)
+                with torch.no_grad():
+                    want = net(torch.tensor([p]))[0].numpy()
+                diffs.append(float(np.abs(np.asarray(full.scores[:len(p)]) - want).max()))
+            row["max_abs_logit_diff"] = max(diffs)
+            del full
             if dtype == args.dtypes.split(",")[0]:  # the tokenizer is the same in every file
                 mism = []
                 for s in TOKENIZE + PROMPTS:
