@@ -209,3 +209,31 @@ def test_gguf_refusals(tmp_path):
     (run / "tokenizer" / "tokenizer.json").write_text(json.dumps(spec))
     assert "NFKC" in _refused("--model", str(run), "--out", str(tmp_path / "n.gguf"))
     assert not (tmp_path / "n.gguf").exists()
+
+
+def _llama_cpp():
+    try:
+        from llama_cpp import Llama
+    except Exception as e:  # not installed, or its shared library missing (RuntimeError)
+        pytest.skip(f"llama-cpp-python not usable here ({type(e).__name__}); pip install '.[llamacpp]'")
+    return Llama
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_llama_cpp_computes_fmforge_logits(tmp_path, qk_norm):
+    """llama.cpp itself loads the f32 file and gives fmforge's logits at every position, and its
+    tokenizer gives HF tokenizers' ids (this checks the RoPE permutation end to end)."""
+    Llama = _llama_cpp()
+    run, state, cfg, tok = _run(tmp_path, qk_norm=qk_norm, tie=qk_norm)
+    _export(run, tmp_path / "m.gguf", "--dtype", "f32")
+    from fmforge.model.weights import load_model
+    net = load_model(run / "train")
+    llm = Llama(str(tmp_path / "m.gguf"), n_ctx=64, n_threads=1, logits_all=True, verbose=False)
+    for text in TEXT + ["<|user|>\nisn't 1234567 naïve?<|endoftext|>\n<|assistant|>\n"]:
+        ids = tok.encode(text[:120]).ids[:60]
+        assert llm.tokenize(text[:120].encode(), add_bos=False, special=True)[:60] == ids
+        llm.reset()
+        llm.eval(ids)
+        with torch.no_grad():
+            want = net(torch.tensor([ids]))[0].numpy()
+        assert np.abs(np.asarray(llm.scores[:len(ids)]) - want).max() < 1e-3
