@@ -92,7 +92,7 @@ def test_import_refuses_bias_and_rope_scaling(tmp_path):
         read_hf_config(out)
 
 
-def test_cli_export_import_and_gguf_refusal(tmp_path):
+def test_cli_export_import_and_gguf_format(tmp_path):
     from typer.testing import CliRunner
     from fmforge.cli import app
     net, tok, mdir = _make(tmp_path, True)
@@ -103,6 +103,13 @@ def test_cli_export_import_and_gguf_refusal(tmp_path):
     assert r.exit_code == 0, r.output
     orig, back = load_file(str(mdir / "model.safetensors")), load_file(str(tmp_path / "back" / "model.safetensors"))
     assert orig.keys() == back.keys() and all(torch.equal(orig[k], back[k]) for k in orig)
+    # --format gguf (the same as `export gguf`) writes one file; this tokenizer is GPT-2's
+    # byte-level split, llama.cpp's "gpt-2" pre-tokenizer (tests/test_export_gguf.py checks the rest)
+    gguf = pytest.importorskip("gguf")
     r = CliRunner().invoke(app, ["export", "--model", str(tmp_path / "run"), "--format", "gguf",
-                                 "--out", str(tmp_path / "g")])
-    assert r.exit_code != 0 and "gguf" in (r.output + str(r.exception))
+                                 "--out", str(tmp_path / "m.gguf")])
+    assert r.exit_code == 0, r.output
+    assert gguf.GGUFReader(tmp_path / "m.gguf").fields["tokenizer.ggml.pre"].contents() == "gpt-2"
+    r = CliRunner().invoke(app, ["export", "hf", "--model", str(tmp_path / "run"), "--format", "gguf",
+                                 "--out", str(tmp_path / "x")])
+    assert isinstance(r.exception, UserError) and "two different formats" in str(r.exception)

@@ -12,18 +12,29 @@ from fmforge.outputs import claimed, need
 
 def register(app: typer.Typer) -> None:
     @app.command("export")
-    def export(model: Path = typer.Option(..., "--model", help="run folder (its final model) or model/checkpoint folder"),
-               fmt: str = typer.Option("hf", "--format", help="hf"),
-               out: Path = typer.Option(..., "--out", "-o"),
-               tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="tokenizer.json (default: the run's)")):
-        """Export a model for transformers (config.json, safetensors, tokenizer, chat template, model card).
+    def export(target: Optional[str] = typer.Argument(None, metavar="[FORMAT]", help="hf or gguf (same as --format)"),
+               model: Path = typer.Option(..., "--model", help="run folder (its final model) or model/checkpoint folder"),
+               fmt: Optional[str] = typer.Option(None, "--format", help="hf (a folder) or gguf (one file); default hf"),
+               out: Path = typer.Option(..., "--out", "-o", help="a folder for hf, a FILE.gguf for gguf"),
+               tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="tokenizer.json (default: the run's)"),
+               dtype: Optional[str] = typer.Option(None, "--dtype", help="gguf weights: f32, f16 (default), bf16, q8_0")):
+        """Export a model for transformers (hf: config.json, safetensors, tokenizer, chat template,
+        model card) or llama.cpp (gguf: one file with weights, tokenizer and chat template).
 
-        Example: fmforge export --model runs/demo --format hf --out runs/demo/hf
+        Examples: fmforge export --model runs/demo --format hf --out exports/demo-hf
+                  fmforge export gguf --model runs/demo --out exports/demo.gguf --dtype q8_0
         """
-        from fmforge.export.writer import export_hf
-        if fmt != "hf":
-            raise UserError(f"--format {fmt!r}: only 'hf' is supported in this version")
+        if target and fmt and target != fmt:
+            raise UserError(f"export {target} --format {fmt}: two different formats; give one")
+        fmt = target or fmt or "hf"
+        if fmt not in ("hf", "gguf"):
+            raise UserError(f"--format {fmt!r}: choose hf or gguf")
         need(model, "--model")
+        if fmt == "gguf":
+            return _export_gguf(model, out, tokenizer, dtype or "f16")
+        if dtype is not None:
+            raise UserError("--dtype applies to --format gguf only (hf export writes the model's fp32 weights)")
+        from fmforge.export.writer import export_hf
         with claimed(out, "export", [model]) as od:
             od.path.mkdir(parents=True, exist_ok=True)
             files = export_hf(model, od.path, tokenizer)
@@ -50,3 +61,17 @@ def register(app: typer.Typer) -> None:
                 files.append("tokenizer.json")
             od.record(files)
         typer.echo(f"wrote {out}")
+
+
+def _export_gguf(model: Path, out: Path, tokenizer: Optional[Path], dtype: str) -> None:
+    from fmforge.export.gguf_file import check_out, write_gguf
+    from fmforge.export.writer import find_tokenizer, model_dir
+    mdir = model_dir(model)
+    tok = Path(tokenizer) if tokenizer else find_tokenizer(mdir)
+    if tok is None or not tok.is_file():
+        raise UserError(f"no tokenizer.json beside {mdir} (or in ../tokenizer); pass --tokenizer FILE")
+    check_out(out, [model, mdir, tok])
+    info = write_gguf(mdir, tok, out, dtype)
+    kinds = ", ".join(f"{n} {k}" for k, n in info["tensor_types"].items())
+    typer.echo(f"wrote {out} ({info['bytes'] / 2**20:.1f} MiB; llama.cpp arch {info['arch']}, "
+               f"pre-tokenizer {info['pre']}; tensors: {kinds})")
