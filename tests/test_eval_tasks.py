@@ -228,3 +228,19 @@ def test_cli_eval_bad_task_is_one_line_exit_2(run_dir, tmp_path):
                        env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert p.returncode == 2 and "unknown task 'nope'" in p.stderr, p.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_eval_humaneval_generates_executes_and_reports_pass_at_k(run_dir, tmp_path):
+    from fmforge.cli import app
+
+    f = tmp_path / "he.jsonl"
+    rows = [{"task_id": f"t/{i}", "prompt": f"def f{i}(x):\n", "entry_point": f"f{i}", "canonical_solution": "",
+             "test": f"def check(g):\n    assert g({i}) == {i}\n"} for i in range(2)]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = CliRunner().invoke(app, ["eval", "--model", str(run_dir), "--task", f"humaneval={f}", "--out",
+                                 str(tmp_path / "o"), "--per-item", "--set", "eval.code_max_new_tokens=6"])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "o" / "eval.json").read_text())["tasks"]["humaneval"]
+    assert m["n"] == 2 and m["pass@1"] == m["acc"] and 0 <= m["pass@1"] <= 1
+    items = [json.loads(x) for x in (tmp_path / "o" / "items" / "humaneval.jsonl").read_text().splitlines()]
+    assert [len(i["completions"]) for i in items] == [1, 1] and all(len(i["passed"]) == 1 for i in items)
