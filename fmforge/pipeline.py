@@ -53,7 +53,8 @@ BUDGET = ("max_steps", "max_tokens", "time_budget_s")
 TRAIN_NEUTRAL = ("device", "compile", "attention", "threads", "log_every", "checkpoint_every", "checkpoint_every_s",
                  "keep_checkpoints", "eval_every", "eval_tokens", "max_bad_steps", "price_per_gpu_hour",
                  "activation_checkpointing")
-EVAL_SCORING = ("max_docs", "max_bytes", "baselines")
+EVAL_SCORING = ("max_docs", "max_bytes", "baselines", "tasks", "task_limit", "code_samples", "code_k",
+                "code_temperature", "code_max_new_tokens", "code_timeout_s", "code_memory_mb")
 SAMPLE_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k")
 
 
