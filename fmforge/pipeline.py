@@ -448,6 +448,8 @@ def build_report(recipe: Recipe, runs: list[StageRun], seconds: float) -> dict:
         "gzip_bpb": ev.get("gzip_bpb"),
         "xz_bpb": ev.get("xz_bpb"),
         "val_docs_scored": ev.get("docs"),
+        "tasks": ev.get("tasks"),
+        "core": ev.get("core"),
         "prompt": by.get("sample", {}).get("prompt"),
         "sample": by.get("sample", {}).get("sample"),
     }
@@ -499,6 +501,10 @@ def report_rows(report: dict) -> list[tuple[str, str]]:
         ("val bits/byte (gzip -9)", _f(report["gzip_bpb"])),
         ("val bits/byte (xz -9e)", _f(report["xz_bpb"])),
     ]
+    for name, m in (report.get("tasks") or {}).items():
+        rows.append((f"{name} acc / acc_norm", f"{_f(m.get('acc'))} / {_f(m.get('acc_norm'))} (n={m['n']})"))
+    if report.get("core") is not None:
+        rows.append(("CORE-like score", _f(report["core"])))
     if report.get("cost"):
         c = report["cost"]
         rows.append(("cost", f"{_f(c.get('device_hours'), '{:.3f}')} device-h, ${_f(c.get('usd'), '{:.4f}')}"))

@@ -54,7 +54,7 @@ def _plots(runs: list[dict], out: Path) -> list[tuple[str, str]]:
     try:
         import matplotlib
     except ImportError:
-        raise UserError("fmforge report draws with matplotlib: pip install 'fmforge[report]'") from None
+        raise UserError("fmforge report draws with matplotlib, which is missing: pip install matplotlib") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -96,8 +96,7 @@ def _plots(runs: list[dict], out: Path) -> list[tuple[str, str]]:
                 ax.scatter([last], [ev["val_bpb"]], marker="*", s=120, label=f"{r['name']} final")
                 for k, style in (("gzip_bpb", "--"), ("xz_bpb", ":")):
                     if ev.get(k):
-                        ax.axhline(ev[k], ls=style, lw=1, color="grey")
-                        ax.annotate(k.split("_")[0], (0, ev[k]), fontsize=8, color="grey")
+                        ax.axhline(ev[k], ls=style, lw=1, color="grey", label=f"{r['name']} {k.split('_')[0]}")
                 drawn = True
             elif (ev.get("lm") or {}).get("bpb") is not None:
                 last = r["steps"][-1].get("tokens", 0) if r["steps"] else 0
