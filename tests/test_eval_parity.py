@@ -113,7 +113,7 @@ def test_per_item_logliks_and_accuracies_match_lm_eval(tmp_path, monkeypatch):
     from lm_eval.tasks import TaskManager
 
     out = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model_dir},dtype=float32",
-                                  tasks=list(sets), task_manager=TaskManager(include_path=str(yaml_dir)),
+                                  tasks=list(sets), task_manager=TaskManager(include_path=str(yaml_dir), include_defaults=False),
                                   batch_size=7, device="cpu", log_samples=True)
     # --- fmforge, through the CLI's code path (task files given as NAME=FILE)
     from fmforge.config import EvalConfig
@@ -137,3 +137,108 @@ def test_per_item_logliks_and_accuracies_match_lm_eval(tmp_path, monkeypatch):
         # a model that is not uniform: the choices differ by whole nats, so the match is not luck
         spread = max(max(r["loglik"]) - min(r["loglik"]) for r in ours)
         assert spread > 1.0
+
+
+WG_UTILS = '''
+from lm_eval.tasks.winogrande.preprocess_winogrande import doc_to_choice, doc_to_target, doc_to_text
+'''
+
+
+def test_winogrande_lambada_and_five_shot_mmlu_match_lm_eval(tmp_path, monkeypatch):
+    """Partial scoring, greedy match and few-shot prompts: lm-eval's own task code on its
+    native formats (winogrande's functions, lambada_openai's and mmlu's templates), fmforge on
+    the converted files (gauntlet JSONL, MMLU CSV)."""
+    pytest.importorskip("lm_eval")
+    import csv
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    rng = random.Random(1)
+    yaml_dir = tmp_path / "tasks"
+    yaml_dir.mkdir()
+    (yaml_dir / "wg_utils.py").write_text(WG_UTILS)
+    # WinoGrande: lm-eval reads {sentence, option1, option2, answer}; fmforge the gauntlet's conversion
+    wg_native, wg_ours = [], []
+    for _ in range(12):
+        a, b = rng.sample(["Sarah", "Maria", "the dog", "the cat"], 2)
+        sent = f"{_sentence(rng, 5)} {a} than {b} so _ {_sentence(rng, rng.randint(2, 6))}."
+        ans = rng.choice("12")
+        wg_native.append({"sentence": sent, "option1": a, "option2": b, "answer": ans})
+        i = sent.index("_")
+        wg_ours.append({"context_options": [sent[:i] + a, sent[:i] + b], "continuation": sent[i + 1:].strip(),
+                        "gold": int(ans) - 1})
+    # LAMBADA: lm-eval reads {text}; fmforge {context, continuation}
+    lam_native = [{"text": _sentence(rng, rng.randint(6, 15))} for _ in range(12)]
+    lam_ours = [{"context": t["text"].rsplit(" ", 1)[0], "continuation": t["text"].rsplit(" ", 1)[1]}
+                for t in lam_native]
+    # MMLU: one subject, 6 dev rows (the first 5 are the shots), 10 test rows
+    mmlu = tmp_path / "mmlu"
+    rows = {}
+    for split, n in (("dev", 6), ("test", 10)):
+        (mmlu / split).mkdir(parents=True)
+        rows[split] = [[_sentence(rng, 6) + "?", *(_sentence(rng, rng.randint(1, 3)) for _ in range(4)),
+                        rng.choice("ABCD")] for _ in range(n)]
+        with open(mmlu / split / f"high_school_physics_{split}.csv", "w", newline="") as f:
+            csv.writer(f).writerows(rows[split])
+    files = {}
+    for name, data in (("wg_native", wg_native), ("wg_ours", wg_ours), ("lam_native", lam_native),
+                       ("lam_ours", lam_ours)):
+        files[name] = tmp_path / f"{name}.jsonl"
+        files[name].write_text("".join(json.dumps(r) + "\n" for r in data))
+    for split in ("dev", "test"):
+        files[f"mmlu_{split}"] = tmp_path / f"mmlu_{split}.jsonl"
+        files[f"mmlu_{split}"].write_text("".join(json.dumps({"question": r[0], "choices": r[1:5],
+                                                              "answer": "ABCD".index(r[5])}) + "\n"
+                                                  for r in rows[split]))
+    head = ["dataset_path: json", "dataset_kwargs:", "  data_files:"]
+    (yaml_dir / "wg_local.yaml").write_text("\n".join(
+        ["task: wg_local", *head, f"    test: {files['wg_native']}", "test_split: test",
+         "output_type: multiple_choice", "doc_to_text: !function wg_utils.doc_to_text",
+         "doc_to_target: !function wg_utils.doc_to_target", "doc_to_choice: !function wg_utils.doc_to_choice",
+         "metric_list:", "  - metric: acc"]) + "\n")
+    (yaml_dir / "lam_local.yaml").write_text("\n".join(
+        ["task: lam_local", *head, f"    test: {files['lam_native']}", "test_split: test",
+         "output_type: loglikelihood", "doc_to_text: \"{{text.split(' ')[:-1]|join(' ')}}\"",
+         "doc_to_target: \"{{' '+text.split(' ')[-1]}}\"", "metric_list:", "  - metric: acc",
+         "  - metric: perplexity"]) + "\n")
+    (yaml_dir / "mmlu_local.yaml").write_text("\n".join(
+        ["task: mmlu_local", *head, f"    dev: {files['mmlu_dev']}", f"    test: {files['mmlu_test']}",
+         "test_split: test", "fewshot_split: dev", "fewshot_config:", "  sampler: first_n", "num_fewshot: 5",
+         "output_type: multiple_choice",
+         'description: "The following are multiple choice questions (with answers) about high school physics.\\n\\n"',
+         'doc_to_text: "{{question.strip()}}\\nA. {{choices[0]}}\\nB. {{choices[1]}}\\nC. {{choices[2]}}\\nD. '
+         '{{choices[3]}}\\nAnswer:"', 'doc_to_choice: ["A", "B", "C", "D"]', "doc_to_target: answer",
+         "metric_list:", "  - metric: acc"]) + "\n")
+    model_dir = tmp_path / "llama"
+    hf_llama(model_dir, [json.dumps(r) for r in wg_native + lam_native] + [",".join(r) for r in rows["test"]])
+
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    out = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model_dir},dtype=float32",
+                                  tasks=["wg_local", "lam_local", "mmlu_local"],
+                                  task_manager=TaskManager(include_path=str(yaml_dir), include_defaults=False), batch_size=5, device="cpu",
+                                  log_samples=True)
+    from fmforge.config import EvalConfig
+    from fmforge.eval.commands import run_tasks
+    from fmforge.eval.load import load_for_eval
+
+    lm = load_for_eval(model_dir).lm
+    metrics, items = run_tasks(lm, [f"winogrande={files['wg_ours']}", f"lambada_openai={files['lam_ours']}",
+                                    f"mmlu={mmlu}"], EvalConfig())
+    for ours_name, theirs_name in (("winogrande", "wg_local"), ("lambada_openai", "lam_local"), ("mmlu", "mmlu_local")):
+        theirs = sorted(out["samples"][theirs_name], key=lambda s: s["doc_id"])
+        ours = items[ours_name]
+        assert len(ours) == len(theirs) > 0
+        for mine, s in zip(ours, theirs):
+            ref = [float(r[0]) for r in s["filtered_resps"]]
+            assert mine["loglik"] == pytest.approx(ref, abs=1e-4), (ours_name, s["doc_id"])
+            assert mine["acc"] == s["acc"], (ours_name, s["doc_id"])
+        if ours_name == "mmlu":  # the very same 5-shot prompt, character for character
+            from fmforge.eval.tasks import registry
+
+            mine_items = registry()["mmlu"].load(mmlu)
+            for it, s in zip(mine_items, theirs):
+                assert [tuple(a) for a in s["arguments"]] == it.requests
+        assert metrics[ours_name]["acc"] == out["results"][theirs_name]["acc,none"], ours_name
