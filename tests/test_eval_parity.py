@@ -242,3 +242,19 @@ def test_winogrande_lambada_and_five_shot_mmlu_match_lm_eval(tmp_path, monkeypat
             for it, s in zip(mine_items, theirs):
                 assert [tuple(a) for a in s["arguments"]] == it.requests
         assert metrics[ours_name]["acc"] == out["results"][theirs_name]["acc,none"], ours_name
+
+
+def test_the_gpu_benchmark_runs_on_a_cpu_in_tiny_form(tmp_path):
+    """benchmarks/eval_harness.py (run on the GPU machine by the lead) works end to end."""
+    pytest.importorskip("lm_eval")
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, str(root / "benchmarks" / "eval_harness.py"), "--out", str(tmp_path),
+                        "--device", "cpu", "--tiny", "--items", "8"], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads((tmp_path / "eval_harness.json").read_text())
+    assert res["items"] == 8 and res["acc_identical_fp32"] and res["max_abs_loglik_diff_fp32"] < 1e-4
+    assert set(res["seconds"]) == {"fmforge_fp32", "lm_eval_fp32"}
