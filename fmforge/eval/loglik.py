@@ -77,19 +77,26 @@ class LM:
             batch = order[i:i + n]
             i += n
             x = torch.zeros(len(batch), width, dtype=torch.long)
+            rows, cols, targets = [], [], []
             for r, j in enumerate(batch):
-                inp = seqs[j][0]
+                inp, cont = seqs[j]
                 x[r, :len(inp)] = torch.tensor(inp)
+                rows += [r] * len(cont)
+                cols += range(len(inp) - len(cont), len(inp))
+                targets += cont
             x = x.to(self.device)
             with self.autocast if self.autocast is not None else torch.autocast(self.device.type, enabled=False):
                 h = self.model.hidden(x)
+            # every continuation position of the batch at once: one projection, one log-softmax
+            row_t = torch.tensor(rows, device=self.device)
             w = self.model.output_weight()
-            for r, j in enumerate(batch):
-                inp, cont = seqs[j]
-                pos = slice(len(inp) - len(cont), len(inp))
-                logp = F.log_softmax(F.linear(h[r, pos], w).float(), dim=-1)
-                target = torch.tensor(cont, device=logp.device)
-                ll = float(logp.gather(1, target[:, None]).sum())
-                greedy = bool((logp.argmax(-1) == target).all())
-                out[j] = (ll, greedy)
+            sel = h[row_t, torch.tensor(cols, device=self.device)].to(w.dtype)
+            logp = F.log_softmax(F.linear(sel, w).float(), dim=-1)
+            target = torch.tensor(targets, device=self.device)
+            tok_ll = logp.gather(1, target[:, None])[:, 0]
+            miss = (logp.argmax(-1) != target).float()
+            lls = torch.zeros(len(batch), dtype=torch.float64, device=self.device).index_add_(0, row_t, tok_ll.double())
+            misses = torch.zeros(len(batch), device=self.device).index_add_(0, row_t, miss)
+            for r, (ll, m) in enumerate(zip(lls.tolist(), misses.tolist())):
+                out[batch[r]] = (ll, m == 0)
         return out  # type: ignore[return-value]
