@@ -116,14 +116,33 @@ def train(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt,
 
 
 @app.command("eval")
-def eval_(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt):
-    """Evaluate a trained run on its held-out documents: loss, bits per byte, gzip/xz baselines.
+def eval_(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt,
+          model: Optional[Path] = typer.Option(None, "--model", help="a run, train folder, checkpoint or Hugging Face "
+                                                                     "folder to evaluate (instead of the recipe's run)"),
+          task: Optional[List[str]] = typer.Option(None, "--task", help="NAME or NAME=FILE; repeat (default eval.tasks)"),
+          out: Optional[Path] = typer.Option(None, "--out", "-o", help="with --model: folder for eval.json, eval.md"),
+          per_item: bool = typer.Option(False, "--per-item", help="also write items/NAME.jsonl (choice log-likelihoods)"),
+          limit: Optional[int] = typer.Option(None, "--limit", help="the first N items of each task"),
+          text: Optional[List[Path]] = typer.Option(None, "--text", help="held-out text/JSONL file(s) for loss and bpb"),
+          device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda if present)")):
+    """Evaluate a trained run on its held-out documents: loss, bits per byte, gzip/xz baselines;
+    with --model, any model on downstream tasks (docs/eval.md).
 
-    Example: fmforge eval --recipe recipes/demo.yaml
+    Examples:
+      fmforge eval --recipe recipes/demo.yaml
+      fmforge eval --model runs/demo --task hellaswag --task arc_easy=arc.jsonl --out runs/demo-eval --per-item
     """
     from fmforge.pipeline import Pipeline
 
     r = recipe_from(recipe, set_)
+    if model is not None:
+        from fmforge.eval.commands import eval_model
+
+        if out is None:
+            raise UserError("--model needs --out (a new or empty folder for eval.json)")
+        res = eval_model(model, list(task or r.eval.tasks), out, r.eval, per_item, limit, list(text or []), device)
+        console.print_json(json.dumps({"tasks": res["tasks"], "core": res["core"], "lm": res["lm"]}))
+        return
     p = Pipeline(r)
     p.run_stages(["collect", "prepare", "tokenizer", "train", "eval"])
     console.print_json(json.dumps(p.runs[-1].summary))

@@ -268,6 +268,19 @@ class EvalConfig(Section):
     temperature: float = Field(0.0, ge=0)  # 0: greedy
     top_k: Optional[int] = Field(None, ge=1)
     baselines: list[Literal["gzip", "xz"]] = Field(default_factory=lambda: ["gzip", "xz"])
+    # downstream tasks (fmforge.eval.tasks; docs/eval.md): NAME or NAME=FILE, scored by the
+    # eval stage, by `fmforge eval --model`, and during training every `every_steps` steps
+    tasks: list[str] = Field(default_factory=list)
+    task_limit: Optional[int] = Field(None, ge=1)  # the first N items of each task; None: all
+    every_steps: int = Field(0, ge=0)  # training: score eval.tasks every N steps (0: off)
+    train_task_limit: int = Field(200, ge=1)  # items per task during training (a quick signal)
+    batch_tokens: int = Field(16384, ge=1)  # tokens per forward pass when scoring
+    code_samples: int = Field(1, ge=1)  # completions per HumanEval problem (n of pass@k)
+    code_k: list[int] = Field(default_factory=lambda: [1])  # the k of pass@k reported (k <= n)
+    code_temperature: float = Field(0.0, ge=0)  # 0: greedy (then n is 1)
+    code_max_new_tokens: int = Field(256, ge=1)
+    code_timeout_s: float = Field(5.0, gt=0)  # per program
+    code_memory_mb: int = Field(1024, ge=64)  # address-space limit per program
 
 
 class ServeConfig(Section):

@@ -53,7 +53,8 @@ BUDGET = ("max_steps", "max_tokens", "time_budget_s")
 TRAIN_NEUTRAL = ("device", "compile", "attention", "threads", "log_every", "checkpoint_every", "checkpoint_every_s",
                  "keep_checkpoints", "eval_every", "eval_tokens", "max_bad_steps", "price_per_gpu_hour",
                  "activation_checkpointing")
-EVAL_SCORING = ("max_docs", "max_bytes", "baselines")
+EVAL_SCORING = ("max_docs", "max_bytes", "baselines", "tasks", "task_limit", "code_samples", "code_k",
+                "code_temperature", "code_max_new_tokens", "code_timeout_s", "code_memory_mb")
 SAMPLE_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k")
 
 
@@ -447,6 +448,8 @@ def build_report(recipe: Recipe, runs: list[StageRun], seconds: float) -> dict:
         "gzip_bpb": ev.get("gzip_bpb"),
         "xz_bpb": ev.get("xz_bpb"),
         "val_docs_scored": ev.get("docs"),
+        "tasks": ev.get("tasks"),
+        "core": ev.get("core"),
         "prompt": by.get("sample", {}).get("prompt"),
         "sample": by.get("sample", {}).get("sample"),
     }
@@ -498,6 +501,10 @@ def report_rows(report: dict) -> list[tuple[str, str]]:
         ("val bits/byte (gzip -9)", _f(report["gzip_bpb"])),
         ("val bits/byte (xz -9e)", _f(report["xz_bpb"])),
     ]
+    for name, m in (report.get("tasks") or {}).items():
+        rows.append((f"{name} acc / acc_norm", f"{_f(m.get('acc'))} / {_f(m.get('acc_norm'))} (n={m['n']})"))
+    if report.get("core") is not None:
+        rows.append(("CORE-like score", _f(report["core"])))
     if report.get("cost"):
         c = report["cost"]
         rows.append(("cost", f"{_f(c.get('device_hours'), '{:.3f}')} device-h, ${_f(c.get('usd'), '{:.4f}')}"))

@@ -43,6 +43,15 @@ def evaluate_run(recipe: Recipe, run_dir: Path, out: Path) -> dict:
                         f"{run_dir / 'tokenizer' / 'shards'} disagree ({base['baseline_bytes']} vs {res.bytes} bytes); "
                         "re-run with `fmforge run --force`")
     summary.update({k: base[k] for k in ("gzip_bpb", "xz_bpb")})
+    if e.tasks:  # downstream tasks of the recipe (docs/eval.md), on the same model
+        from fmforge.eval.commands import run_tasks
+        from fmforge.eval.harness import core_score
+        from fmforge.eval.load import load_for_eval
+
+        lm = load_for_eval(run_dir, dev, e.batch_tokens).lm
+        lm.autocast = autocast
+        summary["tasks"], _ = run_tasks(lm, e.tasks, e, e.task_limit)
+        summary["core"] = core_score(summary["tasks"])
     train_summary = _train_summary(run_dir / "train" / "summary.json")
     summary["cost"] = _cost(train_summary, recipe)
     (out / "eval.json").write_text(json.dumps(summary, indent=2))

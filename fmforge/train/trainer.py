@@ -25,6 +25,7 @@ import torch
 from fmforge import hardware
 from fmforge.config import ModelConfig, Recipe
 from fmforge.errors import UserError
+from fmforge.eval.during import TaskEval
 from fmforge.eval.heldout import iter_docs, score_docs
 from fmforge.model.flops import count_params, flops_per_token
 from fmforge.model.transformer import Transformer
@@ -238,6 +239,7 @@ def train(recipe: Recipe, tokens_dir: Path, out_dir: Path, resume: bool = False,
         return {"step": step, **res.to_dict()}
 
     # --- the loop
+    task_eval = TaskEval.for_training(recipe, tokens_dir, rt.world)  # eval.every_steps: downstream tasks
     tb = tensorboard_writer(out_dir) if rt.is_main else None
     model.train()
     bad_in_row, loss_val, val = 0, float("nan"), None
@@ -328,6 +330,8 @@ def train(recipe: Recipe, tokens_dir: Path, out_dir: Path, resume: bool = False,
                     if tb is not None:
                         tb.add_scalar("val/loss", val["val_loss"], step)
                         tb.add_scalar("val/bpb", val["val_bpb"], step)
+            if task_eval is not None and task_eval.due(step) and rt.is_main:
+                metrics.write(json.dumps({"eval": task_eval(model, step, rt.autocast())}) + "\n")
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 save_checkpoint()
     if tb is not None:
