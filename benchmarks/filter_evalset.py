@@ -231,7 +231,7 @@ def gen_mt(text, rng):
             if rng.random() < 0.4:
                 k = rng.randrange(len(ws))
                 ws.insert(k, ws[k])
-            out.append(" ".join(ws).capitalize() + rng.choice([".", ".", " .", "!"]))
+            out.append(ws[0][:1].upper() + " ".join(ws)[1:] + rng.choice([".", ".", " .", "!"]))
     return " ".join(out)
 
 

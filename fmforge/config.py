@@ -62,6 +62,12 @@ class DataConfig(Section):
         lorem_ipsum: bool = True
         javascript: bool = True
         curly_bracket: bool = True
+        # default preset: drop a document for "{" only when more than this share of its
+        # non-empty lines has one (a code/script page); fineweb: any kept line with "{"
+        max_curly_lines: float = Field(0.1, ge=0, le=1)
+        # default preset: drop a document when more than this share of its sentence ends is
+        # followed by a lowercase word (shuffled or broken text); 1: off
+        max_lowercase_starts: float = Field(0.5, ge=0, le=1)
         policy: bool = True
         remove_citations: bool = True
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 
 from fmforge.data.filters import (BULLETS, ELLIPSES, HAS_ALNUM, HAS_LETTER, LINES_RE, PARAGRAPH_RE, STOP_WORD_RES,
-                                  STOP_WORDS, _NON_ALNUM_RE, _dup_fraction)
+                                  STOP_WORDS, _NON_ALNUM_RE, _dup_fraction, curly_line_share)
 
 GE, LE = ">=", "<="  # the rule keeps a document when value GE threshold / value LE threshold
 
@@ -85,19 +85,25 @@ def code_measures(text: str, c) -> dict:
             "code_low_alphanumeric": (alnum / max(1, len(text)), c.min_alnum_fraction, GE)}
 
 
-def c4_sentences(text: str, c4) -> tuple:
-    """(sentences C4 counted, min_sentences, GE), recounted on the lines C4 keeps."""
+def c4_measure(reason: str, text: str, cfg, preset: str) -> tuple | None:
+    """The C4 document rules' values, from c4_lines itself on the same text."""
     from fmforge.data.filters import c4_lines
 
-    out, _ = c4_lines(text, c4.model_copy(update={"min_sentences": 0, "lorem_ipsum": False, "curly_bracket": False}))
-    n = sum(s.count(". ") + s.count("? ") + s.count("! ") + 1 for s in out.split("\n") if s.strip())
-    return n, c4.min_sentences, GE
+    got: dict = {}
+    c4_lines(text, cfg.c4, None, preset, got)
+    if reason == "c4_too_few_sentences":
+        return got.get("sentences", 0), cfg.c4.min_sentences, GE
+    if reason == "c4_lowercase_sentence_starts" and "lowercase_starts" in got:
+        return got["lowercase_starts"], cfg.c4.max_lowercase_starts, LE
+    return None
 
 
 def measure(reason: str, text: str, toks: list[str], cfg, preset: str = "default") -> tuple | None:
     """(value, threshold, GE|LE) of the rule behind `reason` (cfg: the data section), or None
     for a rule without a numeric threshold (lorem ipsum, curly bracket, ...)."""
     if reason.startswith("gopher_top_") or reason.endswith("gram_chars"):
+        if preset != "fineweb":
+            toks = [t for t in toks if t.isalnum() or HAS_ALNUM(t)]
         return ngram_measure(reason, text, toks, cfg.repetition)
     if reason.startswith("gopher_dup_"):
         return repetition_measures(text, cfg.repetition).get(reason)
@@ -105,8 +111,10 @@ def measure(reason: str, text: str, toks: list[str], cfg, preset: str = "default
         return gopher_measures(text, toks, cfg.gopher, preset).get(reason)
     if reason.startswith("code_"):
         return code_measures(text, cfg.code).get(reason)
-    if reason == "c4_too_few_sentences":
-        return c4_sentences(text, cfg.c4)
+    if reason in ("c4_too_few_sentences", "c4_lowercase_sentence_starts"):
+        return c4_measure(reason, text, cfg, preset)
+    if reason == "c4_curly_bracket" and preset != "fineweb":
+        return curly_line_share(text.split("\n")), cfg.c4.max_curly_lines, LE
     return None
 
 
@@ -116,8 +124,8 @@ LABELS = {"gopher_too_few_words": "words", "gopher_too_many_words": "words", "go
           "gopher_ellipsis_lines": "ellipsis lines", "gopher_few_alphabetic_words": "alphabetic words",
           "gopher_few_stop_words": "stop words", "gopher_dup_paragraphs": "duplicate paragraphs",
           "gopher_dup_paragraph_chars": "characters in duplicate paragraphs", "gopher_dup_lines": "duplicate lines",
-          "gopher_dup_line_chars": "characters in duplicate lines", "c4_too_few_sentences": "sentences",
-          "code_long_line": "longest line", "code_long_mean_line": "mean line length",
+          "gopher_dup_line_chars": "characters in duplicate lines", "c4_too_few_sentences": "sentences", "c4_lowercase_sentence_starts": "sentence ends before a lowercase word",
+          "code_long_line": "longest line", "c4_curly_bracket": "lines with '{'", "code_long_mean_line": "mean line length",
           "code_low_alphanumeric": "alphanumeric fraction"}
 
 

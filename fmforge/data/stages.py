@@ -113,7 +113,7 @@ class Stages:
                     return None
             if cfg.repetition.enabled:
                 wh = word_hashes(toks)
-                why = filters.gopher_repetition(text, toks, wh, cfg.repetition)
+                why = filters.gopher_repetition(text, *filters.repetition_tokens(toks, wh, cfg.filters), cfg.repetition)
                 if not step("gopher_repetition", text, text, why, toks=toks):
                     return None
             if cfg.c4.enabled:
