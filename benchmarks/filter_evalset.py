@@ -54,12 +54,16 @@ def _good(source: str, i, text: str, kind: str = "prose") -> dict:
             "generator": source, "split": split_of(doc_id), "donor": doc_id}
 
 
-def good_docs(shared: Path = SHARED, per_source: int = 600, rng: random.Random | None = None) -> list[dict]:
-    """Real documents of each source (at most `per_source`, a seeded sample)."""
+def good_docs(shared: Path = SHARED, per_source: int = 600, rng: random.Random | None = None,
+              max_chars: int | None = None) -> list[dict]:
+    """Real documents of each source (at most `per_source`, a seeded sample; only documents of
+    at most `max_chars` characters when given: a quick run)."""
     rng = rng or random.Random(0)
     out: list[dict] = []
 
     def take(docs: list[dict]) -> None:
+        if max_chars:
+            docs = [d for d in docs if len(d["text"]) <= max_chars]
         out.extend(docs if len(docs) <= per_source else rng.sample(docs, per_source))
 
     pre = shared / "pretrain"
@@ -297,9 +301,10 @@ def bad_docs(good: list[dict], per_generator: int = 60, rng: random.Random | Non
     return out
 
 
-def build(shared: Path = SHARED, per_source: int = 600, per_generator: int = 60, seed: int = 0) -> list[dict]:
+def build(shared: Path = SHARED, per_source: int = 600, per_generator: int = 60, seed: int = 0,
+          max_chars: int | None = None) -> list[dict]:
     """The whole labelled set: good documents then bad ones, deterministic for a seed."""
-    good = good_docs(shared, per_source, random.Random(seed))
+    good = good_docs(shared, per_source, random.Random(seed), max_chars)
     return good + bad_docs(good, per_generator, random.Random(seed + 1))
 
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fmforge.config import DataConfig  # noqa: E402
-from fmforge.data import quality  # noqa: E402
+from fmforge.data import filters, langid, quality  # noqa: E402
 from fmforge.data.stages import Stages  # noqa: E402
 from fmforge.data.text import fix_text, words  # noqa: E402
 
@@ -49,7 +49,8 @@ SWEEP = {"gopher.min_alpha_words": [0.8, 0.7, 0.6],
 def config(preset: str, langid: bool, overrides: dict | None = None) -> DataConfig:
     """prepare's data section as the benchmark runs it: PII and de-duplication do not decide
     quality, so they are off; language id only for the pipeline figures."""
-    cfg = DataConfig(filters=preset, pii=[], languages=["en"] if langid else [], workers=1)
+    cfg = DataConfig(filters=preset, pii=[], languages=["en"] if langid else [], workers=1, dedup_exact=False,
+                     near_dedup={"enabled": False})
     for key, value in (overrides or {}).items():
         section, field = key.split(".")
         setattr(getattr(cfg, section), field, value)
@@ -61,12 +62,33 @@ def as_input(d: dict) -> dict:
     return {"id": d["id"], "text": d["text"], "source": d["source"], "meta": json.dumps(meta)}
 
 
-def judge(docs: list[dict], cfg: DataConfig) -> list[str | None]:
-    """The reason prepare's per-document stages remove each document for, or None (kept)."""
-    stages, out = Stages(cfg), []
+def judge(docs: list[dict], cfg: DataConfig) -> tuple[list[str | None], list[float]]:
+    """The reason prepare's per-document stages remove each document for (None: kept), and
+    each document's quality score (meta.quality of a kept one; computed for a removed one)."""
+    stages, reasons, scores = Stages(cfg), [], []
     for d in docs:
         kept, st = stages.run([as_input(d)])
-        out.append(None if kept else next(iter(st.removed)))
+        if kept:
+            reasons.append(None)
+            scores.append(json.loads(kept[0].doc["meta"])["quality"])
+        else:
+            reasons.append(next(iter(st.removed)))
+            text = fix_text(d["text"], cfg.normalize, cfg.repair_unicode)
+            scores.append(quality.score(text, words(text), cfg, d["kind"], cfg.filters))
+    return reasons, scores
+
+
+def languages(docs: list[dict]) -> list[bool]:
+    """Whether prepare's language stage (the recipe default: English, p >= 0.65) removes each
+    prose document; it runs before the filters, so pipeline = language, then filters."""
+    cfg = DataConfig()
+    out = []
+    for d in docs:
+        if d["kind"] == "code":
+            out.append(False)
+            continue
+        lang, p = langid.detect(fix_text(d["text"]), cfg.langid_backend)
+        out.append(lang not in cfg.languages or p < cfg.langid_min_score)
     return out
 
 
@@ -101,38 +123,64 @@ def rates(docs: list[dict], reasons: list[str | None]) -> dict:
             "by_rule": {r: {"good": dict(v["good"]), "bad": dict(v["bad"])} for r, v in sorted(by_rule.items())}}
 
 
+SWEPT_OFF = {"gopher.min_alpha_words": 0.0, "c4.max_curly_lines": 1.0, "c4.max_lowercase_starts": 1.0,
+             "c4.min_sentences": 0}
+
+
+def swept_values(d: dict, cfg: DataConfig) -> dict:
+    """The values the swept rules compare with their thresholds, on the text they judge."""
+    text = fix_text(d["text"], cfg.normalize, cfg.repair_unicode)
+    if d["kind"] == "code":
+        return {}
+    toks = words(text)
+    got: dict = {}
+    c4 = cfg.c4.model_copy(update={"min_sentences": 0, "max_lowercase_starts": 1.0})
+    out, _ = filters.c4_lines(text, c4, None, "default", got)
+    share, n = filters.lowercase_starts(out)
+    return {"gopher.min_alpha_words": quality.gopher_measures(text, toks, cfg.gopher)["gopher_few_alphabetic_words"][0],
+            "c4.max_curly_lines": filters.curly_line_share(text.split("\n")),
+            "c4.max_lowercase_starts": share if n >= filters.LOWERCASE_MIN_SENTENCES else 0.0,
+            "c4.min_sentences": got.get("sentences", 0)}
+
+
+def _fails(key: str, value, threshold) -> bool:
+    return value < threshold if key in ("gopher.min_alpha_words", "c4.min_sentences") else value > threshold
+
+
 def sweep(dev: list[dict], log) -> dict:
     """One threshold at a time on dev; keep the value that removes most junk while every good
-    source keeps >= 97% of its documents (the published value when none does better)."""
-    chosen, table = {}, {}
+    source keeps >= 97% of its documents (the recipe default when none does better).
+    Exact and cheap: one pass with the swept rules off gives every other rule's decision, the
+    swept rules' values are measured once, and each candidate threshold is a comparison."""
     base_cfg = config("default", False)
-    base = rates(dev, judge(dev, base_cfg))
-    for key, values in SWEEP.items():
+    default = {k: getattr(getattr(base_cfg, k.split(".")[0]), k.split(".")[1]) for k in SWEEP}
+    others, _ = judge(dev, config("default", False, SWEPT_OFF))
+    values = [swept_values(d, base_cfg) for d in dev]
+    chosen, table = {}, {}
+    for key, candidates in SWEEP.items():
         rows = []
-        default = getattr(getattr(base_cfg, key.split(".")[0]), key.split(".")[1])
-        for v in values:
-            r = base if v == default else rates(dev, judge(dev, config("default", False, {key: v})))
-            rows.append({"value": v, "worst_good_source_kept": r["worst_good_source_kept"], "bad_removed": r["bad_removed"]})
+        for v in candidates:
+            th = {**default, key: v}
+            reasons = [r if r is not None else next((k for k in SWEEP if vals and _fails(k, vals[k], th[k])), None)
+                       for r, vals in zip(others, values)]
+            r = rates(dev, reasons)
+            rows.append({"value": v, "worst_good_source_kept": r["worst_good_source_kept"], "bad_removed": r["bad_removed"],
+                         "good_kept": {s_: g["docs_kept"] for s_, g in r["good"].items()}})
             log(f"  dev {key}={v}: worst good source {r['worst_good_source_kept']:.3f}, bad removed {r['bad_removed']:.3f}")
-        ok = [row for row in rows if row["worst_good_source_kept"] >= GOOD_TARGET] or rows[:1]
-        best = max(ok, key=lambda row: (row["bad_removed"], row["worst_good_source_kept"], row["value"] == default))
+        ok = [row for row in rows if row["worst_good_source_kept"] >= GOOD_TARGET] or rows
+        best = max(ok, key=lambda row: (row["bad_removed"], row["worst_good_source_kept"], row["value"] == default[key]))
         chosen[key] = best["value"]
         table[key] = rows
-    return {"swept": table, "chosen": chosen, "recipe_default": {k: getattr(getattr(base_cfg, k.split(".")[0]), k.split(".")[1])
-                                                                 for k in SWEEP}}
+    return {"swept": table, "chosen": chosen, "recipe_default": default}
 
 
-def quality_auc(docs: list[dict], cfg: DataConfig) -> float | None:
-    """ROC AUC of meta.quality's score, good (positive) vs bad, by the rank-sum formula."""
-    scored = []
-    for d in docs:
-        text = fix_text(d["text"], cfg.normalize, cfg.repair_unicode)
-        scored.append((quality.score(text, words(text), cfg, d["kind"], cfg.filters), d["label"] == "good"))
+def auc(docs: list[dict], scores: list[float]) -> float | None:
+    """ROC AUC of the quality score, good (positive) vs bad, by the rank-sum formula."""
+    scored = sorted(((sc, d["label"] == "good") for d, sc in zip(docs, scores)), key=lambda x: x[0])
     pos = sum(1 for _, g in scored if g)
     neg = len(scored) - pos
     if not pos or not neg:
         return None
-    scored.sort(key=lambda x: x[0])
     rank_sum, i = 0.0, 0
     while i < len(scored):  # average ranks over ties
         j = i
@@ -163,7 +211,7 @@ def datatrove_agreement(docs: list[dict], max_mb: float, log) -> dict:
         sample.append(d)
         total += len(d["text"])
     t0 = time.perf_counter()
-    ours = judge(sample, cfg)
+    ours, _ = judge(sample, cfg)
     agree, diffs = 0, []
     for d, r in zip(sample, ours):
         text = fix_text(d["text"], cfg.normalize, cfg.repair_unicode)
@@ -217,10 +265,10 @@ def main(argv=None) -> None:
     ap.add_argument("--shared", type=Path, default=filter_evalset.SHARED)
     ap.add_argument("--per-source", type=int, default=400)
     ap.add_argument("--per-generator", type=int, default=60)
-    ap.add_argument("--tiny", action="store_true", help="a quick check: 6 documents a source, 4 a junk kind, no sweep")
+    ap.add_argument("--tiny", action="store_true", help="a quick check: 6 documents a source (of <= 300,000 characters), 4 a junk kind, no sweep")
     ap.add_argument("--no-sweep", action="store_true")
     ap.add_argument("--sweep-only", action="store_true", help="only the dev threshold sweep")
-    ap.add_argument("--datatrove-mb", type=float, default=4.0, help="test-part prose compared with datatrove")
+    ap.add_argument("--datatrove-mb", type=float, default=2.0, help="test-part prose compared with datatrove")
     ap.add_argument("--acceptance", action="store_true", help="also run prepare on the shared books + Wikipedia")
     ap.add_argument("--work", type=Path, default=Path("/tmp/fmforge-filter-quality"))
     ap.add_argument("--out", type=Path, default=None)
@@ -231,7 +279,7 @@ def main(argv=None) -> None:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     per_source, per_gen = (6, 4) if a.tiny else (a.per_source, a.per_generator)
     t0 = time.perf_counter()
-    docs = filter_evalset.build(a.shared, per_source, per_gen)
+    docs = filter_evalset.build(a.shared, per_source, per_gen, max_chars=300_000 if a.tiny else None)
     parts = {p: [d for d in docs if d["split"] == p] for p in ("dev", "test")}
     log(f"evaluation set: {len(docs)} documents ({len(parts['dev'])} dev, {len(parts['test'])} test) "
         f"in {time.perf_counter() - t0:.0f} s")
@@ -253,15 +301,19 @@ def main(argv=None) -> None:
             return
     figures["default_overrides_from_dev"] = chosen
     for part in ("dev", "test"):
-        for mode, langid in (("filters", False), ("pipeline", True)):
-            for preset in ("default", "fineweb"):
-                t1 = time.perf_counter()
-                r = rates(parts[part], judge(parts[part], config(preset, langid, chosen if preset == "default" else None)))
-                r["seconds"] = round(time.perf_counter() - t1, 1)
-                figures.setdefault(part, {}).setdefault(mode, {})[preset] = r
-                log(f"{part} {mode} {preset}: worst good source kept {r['worst_good_source_kept']:.3f}, "
-                    f"bad removed {r['bad_removed']:.3f} ({r['seconds']} s)")
-    figures["quality_score_auc_test"] = {p: quality_auc(parts["test"], config(p, False)) for p in ("default", "fineweb")}
+        lang = languages(parts[part])
+        for preset in ("default", "fineweb"):
+            t1 = time.perf_counter()
+            reasons, scores = judge(parts[part], config(preset, False, chosen if preset == "default" else None))
+            r = rates(parts[part], reasons)
+            r["seconds"] = round(time.perf_counter() - t1, 1)
+            r["quality_score_auc"] = auc(parts[part], scores)
+            pipe = rates(parts[part], ["language" if gone else why for gone, why in zip(lang, reasons)])
+            figures.setdefault(part, {}).setdefault("filters", {})[preset] = r
+            figures[part].setdefault("pipeline", {})[preset] = pipe
+            log(f"{part} {preset}: worst good source kept {r['worst_good_source_kept']:.3f}, bad removed "
+                f"{r['bad_removed']:.3f}; with language id {pipe['worst_good_source_kept']:.3f} / {pipe['bad_removed']:.3f} "
+                f"({r['seconds']} s)")
     figures["fineweb_vs_datatrove_test"] = datatrove_agreement(parts["test"], 0.3 if a.tiny else a.datatrove_mb, log)
     if a.acceptance:
         figures["acceptance_prepare_books_enwiki"] = acceptance(a.shared, a.work, log)
