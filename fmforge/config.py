@@ -138,6 +138,21 @@ class DataConfig(Section):
     # removed them (a recipe or input mismatch, not a result); 0: no check (keeping none still fails)
     min_keep_fraction: float = Field(0.05, ge=0.0, le=1.0)
 
+    # Thresholds where the presets differ: fineweb keeps the published (datatrove) values, the
+    # default preset the values chosen on the dev part of the filter evaluation set
+    # (benchmarks/filter_quality.py; docs/data.md). A value the recipe sets wins over both.
+    PRESET_THRESHOLDS: ClassVar[dict] = {"default": {("gopher", "min_alpha_words"): 0.6, ("c4", "min_sentences"): 7},
+                                         "fineweb": {("gopher", "min_alpha_words"): 0.8, ("c4", "min_sentences"): 5}}
+
+    @model_validator(mode="after")
+    def _preset_thresholds(self):
+        for (section, name), value in self.PRESET_THRESHOLDS[self.filters].items():
+            sub = getattr(self, section)
+            if name not in sub.model_fields_set:
+                # set without marking it as given, so that the other preset can still fill it
+                object.__setattr__(sub, name, value)
+        return self
+
 
 class TokenizerConfig(Section):
     """Train and encode (fmforge.tokenizer; docs/tokenizer.md)."""
