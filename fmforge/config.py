@@ -62,6 +62,12 @@ class DataConfig(Section):
         lorem_ipsum: bool = True
         javascript: bool = True
         curly_bracket: bool = True
+        # default preset: drop a document for "{" only when more than this share of its
+        # non-empty lines has one (a code/script page); fineweb: any kept line with "{"
+        max_curly_lines: float = Field(0.1, ge=0, le=1)
+        # default preset: drop a document when more than this share of its sentence ends is
+        # followed by a lowercase word (shuffled or broken text); 1: off
+        max_lowercase_starts: float = Field(0.5, ge=0, le=1)
         policy: bool = True
         remove_citations: bool = True
 
@@ -131,6 +137,21 @@ class DataConfig(Section):
     # prepare keeping under this share of its documents is an error naming the rules that
     # removed them (a recipe or input mismatch, not a result); 0: no check (keeping none still fails)
     min_keep_fraction: float = Field(0.05, ge=0.0, le=1.0)
+
+    # Thresholds where the presets differ: fineweb keeps the published (datatrove) values, the
+    # default preset the values chosen on the dev part of the filter evaluation set
+    # (benchmarks/filter_quality.py; docs/data.md). A value the recipe sets wins over both.
+    PRESET_THRESHOLDS: ClassVar[dict] = {"default": {("gopher", "min_alpha_words"): 0.6, ("c4", "min_sentences"): 7},
+                                         "fineweb": {("gopher", "min_alpha_words"): 0.8, ("c4", "min_sentences"): 5}}
+
+    @model_validator(mode="after")
+    def _preset_thresholds(self):
+        for (section, name), value in self.PRESET_THRESHOLDS[self.filters].items():
+            sub = getattr(self, section)
+            if name not in sub.model_fields_set:
+                # set without marking it as given, so that the other preset can still fill it
+                object.__setattr__(sub, name, value)
+        return self
 
 
 class TokenizerConfig(Section):

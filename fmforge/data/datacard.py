@@ -20,6 +20,19 @@ def _bar(n: int, top: int, width: int = 30) -> str:
     return "█" * max(1 if n else 0, round(width * n / top)) if top else ""
 
 
+def _measured(m: dict | None) -> str:
+    if not m:
+        return ""
+    from fmforge.data.quality import fmt
+
+    mean = m["sum"] / m["n"]
+    return f"{fmt(m['min'])} / {fmt(round(mean) if isinstance(m['min'], int) else mean)} / {fmt(m['max'])}"
+
+
+def _kept_when(m: dict | None) -> str:
+    return f"{m['op']} {m['threshold']}" if m else ""
+
+
 def summary(stats: PrepareStats) -> dict:
     """The numbers the run report shows."""
     return {"docs_in": stats.docs_in, "docs_out": stats.docs_out, "bytes_in": stats.bytes_in,
@@ -45,8 +58,12 @@ def render(stats: PrepareStats, cfg=None) -> str:
     if not s.removed:
         out.append("No document was removed.")
     else:
-        out += ["| reason | docs | bytes | recipe field |", "|---|---:|---:|---|"]
-        out += [f"| {r} | {n:,} | {_mb(s.removed_bytes.get(r, 0))} | `{field_of(r)}` |" for r, n in s.removed.most_common()]
+        out += ["Measured: what the rule computed on the documents it removed (min / mean / max), beside the "
+                "threshold a document must meet to be kept.", "",
+                "| reason | docs | bytes | measured (min / mean / max) | kept when | recipe field |",
+                "|---|---:|---:|---|---|---|"]
+        out += [f"| {r} | {n:,} | {_mb(s.removed_bytes.get(r, 0))} | {_measured(s.measured.get(r))} | "
+                f"{_kept_when(s.measured.get(r))} | `{field_of(r)}` |" for r, n in s.removed.most_common()]
         out += ["", "### Examples", ""]
         for r, _ in s.removed.most_common():
             out.append(f"**{r}**")

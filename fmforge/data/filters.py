@@ -157,14 +157,20 @@ def _prose_line(s: str, cfg) -> bool:
     return len(s.split()) >= cfg.min_words_per_line and s.endswith(C4_END)
 
 
-def c4_lines(text: str, cfg, removed: dict | None = None, preset: str = "fineweb") -> tuple[str, str | None]:
+def c4_lines(text: str, cfg, removed: dict | None = None, preset: str = "fineweb",
+             measured: dict | None = None) -> tuple[str, str | None]:
     """C4's rules: drop lines without terminal punctuation, short lines, lines about
     javascript or cookie policies; drop documents with lorem ipsum or curly braces or too
     few sentences. Returns the cleaned text and the reason to drop it (or None).
 
     `removed`, if given, receives what the line rules took out of the text:
     {rule: [lines, UTF-8 bytes (with the newline), first line removed]} for the rules
-    c4_line_*, c4_citations (bytes) and c4_whitespace (stripped from kept lines and the ends)."""
+    c4_line_*, c4_citations (bytes) and c4_whitespace (stripped from kept lines and the ends).
+    `measured`, if given, receives the sentence count (and the lowercase-start share).
+
+    The default preset adds one rule: shuffled or broken text whose sentence ends are mostly
+    followed by a lowercase word (real prose starts a sentence with a capital, a digit or
+    a quote) is dropped as c4_lowercase_sentence_starts."""
     def drop(rule: str, line: str) -> None:
         if removed is not None:
             r = removed.setdefault(rule, [0, 0, line])
@@ -173,6 +179,9 @@ def c4_lines(text: str, cfg, removed: dict | None = None, preset: str = "fineweb
 
     kept, sentences = [], 0
     all_lines = text.split("\n")
+    curly_doc = cfg.curly_bracket and preset == "fineweb"  # fineweb: one "{" drops the page
+    if cfg.curly_bracket and preset == "default" and curly_line_share(all_lines) > cfg.max_curly_lines:
+        return text, "c4_curly_bracket"
     for i, line in enumerate(all_lines):
         s = line.strip()
         if not s:
@@ -204,23 +213,63 @@ def c4_lines(text: str, cfg, removed: dict | None = None, preset: str = "fineweb
         if cfg.javascript and "javascript" in ls:
             drop("c4_line_javascript", line)
             continue
-        if cfg.curly_bracket and "{" in s:
+        if curly_doc and "{" in s:
             return text, "c4_curly_bracket"
         if cfg.policy and any(p in ls for p in C4_POLICY):
             drop("c4_line_policy", line)
             continue
-        sentences += s.count(". ") + s.count("? ") + s.count("! ") + 1
+        # default: a line is a sentence only when it ends like one (terminal_punct is off, so
+        # otherwise every menu item and button that survives counts as a sentence)
+        ends = s.count(". ") + s.count("? ") + s.count("! ")
+        sentences += ends + (1 if preset == "fineweb" or s.endswith(C4_END) else 0)
         kept.append(s if cfg.remove_citations else line)
     out = "\n".join(kept).strip()
+    if measured is not None:
+        measured["sentences"] = sentences
     if not out:
         return text, "c4_no_lines_left"
     if sentences < cfg.min_sentences:
         return text, "c4_too_few_sentences"
+    if preset == "default" and cfg.max_lowercase_starts < 1:
+        share, n = lowercase_starts(out)
+        if measured is not None:
+            measured["lowercase_starts"] = share
+        if n >= LOWERCASE_MIN_SENTENCES and share > cfg.max_lowercase_starts:
+            return text, "c4_lowercase_sentence_starts"
     if removed is not None:  # the rest of the difference: whitespace stripped (an exact account)
         rest = _utf8(text) - _utf8(out) - sum(r[1] for r in removed.values())
         if rest:
             removed["c4_whitespace"] = [0, rest, ""]
     return out, None
+
+
+SENTENCE_START_RE = re.compile(r"[.!?][\"'”’)\]]*\s+[(\"'“‘]*(\w)")
+LOWERCASE_MIN_SENTENCES = 10  # fewer sentence ends than this: too few to judge
+
+
+def lowercase_starts(text: str) -> tuple[float, int]:
+    """(share of sentence ends followed by a lowercase letter, number of sentence ends)."""
+    starts = SENTENCE_START_RE.findall(text)
+    return sum(c.islower() for c in starts) / max(1, len(starts)), len(starts)
+
+
+def curly_line_share(lines: list[str]) -> float:
+    """Share of non-empty lines with a "{": C4 meant to remove code and script pages, which are
+    full of them, not prose or documentation quoting a line of code or a template."""
+    nonempty = [ln for ln in lines if ln.strip()]
+    return sum("{" in ln for ln in nonempty) / max(1, len(nonempty))
+
+
+def repetition_tokens(toks: list[str], wh: np.ndarray, preset: str) -> tuple[list[str], np.ndarray]:
+    """The tokens the n-gram repetition rules count: every token (fineweb, as datatrove), or
+    words only (default: Gopher's n-grams are of words; runs of punctuation such as rst
+    underlines, table rules and spaced-out commas are not repeated prose)."""
+    if preset == "fineweb":
+        return toks, wh
+    keep = [i for i, t in enumerate(toks) if t.isalnum() or HAS_ALNUM(t)]
+    if len(keep) == len(toks):
+        return toks, wh
+    return [toks[i] for i in keep], wh[np.asarray(keep, dtype=np.int64)]
 
 
 def _heading_kept(s: str, lines: list[str], i: int, cfg) -> bool:
@@ -234,49 +283,6 @@ def _heading_kept(s: str, lines: list[str], i: int, cfg) -> bool:
         return False
     nxt = next((t.strip() for t in lines[i + 1 : i + 4] if t.strip()), None)
     return nxt is not None and _prose_line(nxt, cfg)
-
-
-def explain(reason: str, text: str, toks: list[str], cfg) -> str:
-    """The measured value next to the threshold (and its recipe field) for a Gopher
-    decision, e.g. "alphabetic words 0.71 < 0.8 (data.gopher.min_alpha_words)".
-    Recomputed only for the few examples the data card shows; decisions are not changed."""
-    from fmforge.data.reasons import field_of
-
-    n_tokens = len(toks) or 1
-    word_lens = [len(t) for t in toks if t.isalnum() or HAS_ALNUM(t)]
-    n = len(word_lens)
-    lines = text.splitlines() or [""]
-    f = field_of(reason)
-    measures = {
-        "gopher_too_few_words": lambda: f"words {n} < {cfg.min_words}",
-        "gopher_too_many_words": lambda: f"words {n} > {cfg.max_words}",
-        "gopher_short_words": lambda: f"mean word length {sum(word_lens) / max(1, n):.2f} < {cfg.min_mean_word_length}",
-        "gopher_long_words": lambda: f"mean word length {sum(word_lens) / max(1, n):.2f} > {cfg.max_mean_word_length}",
-        "gopher_hash_symbols": lambda: f"'#' per token {text.count('#') / n_tokens:.3f} > {cfg.max_symbol_word_ratio}",
-        "gopher_ellipsis_symbols": lambda: (f"ellipses per token {(text.count('...') + text.count('…')) / n_tokens:.3f}"
-                                            f" > {cfg.max_symbol_word_ratio}"),
-        "gopher_bullet_lines": lambda: (f"bullet lines {sum(ln.lstrip().startswith(BULLETS) for ln in lines) / len(lines):.2f}"
-                                        f" > {cfg.max_bullet_lines}"),
-        "gopher_ellipsis_lines": lambda: (f"ellipsis lines {sum(ln.rstrip().endswith(ELLIPSES) for ln in lines) / len(lines):.2f}"
-                                          f" > {cfg.max_ellipsis_lines}"),
-        "gopher_few_alphabetic_words": lambda: (f"alphabetic words {sum(1 for t in toks if HAS_LETTER(t)) / n_tokens:.2f}"
-                                                f" < {cfg.min_alpha_words}"),
-        "gopher_few_stop_words": lambda: (f"stop words {sum(1 for w in STOP_WORDS if STOP_WORD_RES[w].search(text.lower()))}"
-                                          f" < {cfg.min_stop_words}"),
-    }
-    rep = {
-        "gopher_dup_paragraphs": lambda: f"duplicate paragraphs {_dup_fraction(PARAGRAPH_RE.split(text.strip()))[0]:.2f} > {cfg.dup_para_frac}",
-        "gopher_dup_paragraph_chars": lambda: (f"characters in duplicate paragraphs {_dup_fraction(PARAGRAPH_RE.split(text.strip()))[1] / max(1, len(text)):.2f}"
-                                               f" > {cfg.dup_para_char_frac}"),
-        "gopher_dup_lines": lambda: f"duplicate lines {_dup_fraction(LINES_RE.split(text))[0]:.2f} > {cfg.dup_line_frac}",
-        "gopher_dup_line_chars": lambda: (f"characters in duplicate lines {_dup_fraction(LINES_RE.split(text))[1] / max(1, len(text)):.2f}"
-                                          f" > {cfg.dup_line_char_frac}"),
-    }
-    fn = measures.get(reason) or rep.get(reason)
-    try:
-        return f"{fn()} ({f})" if fn else f"({f})"
-    except AttributeError:  # a reason of the other rule family: its config has other fields
-        return f"({f})"
 
 
 AUTOGEN_RE = re.compile(r"auto-?generated|automatically generated|generated automatically|(?:file|code) (?:is |was )?generated by|do not edit", re.I)

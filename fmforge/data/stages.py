@@ -16,10 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import xxhash
 
-from fmforge.data import filters, langid, pii
+from fmforge.data import filters, langid, pii, quality
 from fmforge.data.binary import binary_reason
 from fmforge.data.decontam import contaminated
-from fmforge.data.reasons import field_of
 from fmforge.data.minhash import permutations, signature
 from fmforge.data.stats import PrepareStats, length_bucket, utf8_len
 from fmforge.data.text import fix_text, word_hashes, words
@@ -67,12 +66,16 @@ class Stages:
         kind = "code" if meta.get("language") in self.code_langs else "prose"
         st.kinds[kind] += 1
 
-        def step(name, text_before, text_after, reason, detail=""):
-            """Account one stage; returns False when the document stops here."""
+        def step(name, text_before, text_after, reason, detail="", toks=None):
+            """Account one stage; returns False when the document stops here. With `toks`
+            (a filter stage), the rule's measured value goes to the card beside its threshold."""
             b_in = utf8_len(text_before)
             if reason:
                 st.stage(name, 1, b_in, 0, 0, b_in)
-                st.drop(reason, doc, text_before, detail)
+                measured = quality.measure(reason, text_before, toks, cfg, cfg.filters) if toks is not None else None
+                if toks is not None:
+                    detail = quality.detail(reason, measured)
+                st.drop(reason, doc, text_before, detail, measured)
                 return False
             st.stage(name, 1, b_in, 1, b_in if text_after is text_before else utf8_len(text_after))
             return True
@@ -90,6 +93,7 @@ class Stages:
             return None
 
         toks = words(text)
+        judged = text
         wh = None
         lang = meta.get("language", "unknown") if kind == "code" else None
         if kind == "prose":
@@ -105,17 +109,17 @@ class Stages:
                 st.languages_in[lang] += 1
             if cfg.gopher.enabled:
                 why = filters.gopher_quality(text, toks, cfg.gopher, cfg.filters)
-                if not step("gopher_quality", text, text, why, lambda: filters.explain(why, text, toks, cfg.gopher)):
+                if not step("gopher_quality", text, text, why, toks=toks):
                     return None
             if cfg.repetition.enabled:
                 wh = word_hashes(toks)
-                why = filters.gopher_repetition(text, toks, wh, cfg.repetition)
-                if not step("gopher_repetition", text, text, why, lambda: filters.explain(why, text, toks, cfg.repetition)):
+                why = filters.gopher_repetition(text, *filters.repetition_tokens(toks, wh, cfg.filters), cfg.repetition)
+                if not step("gopher_repetition", text, text, why, toks=toks):
                     return None
             if cfg.c4.enabled:
                 lines: dict = {}
                 new, reason = filters.c4_lines(text, cfg.c4, lines, cfg.filters)
-                if not step("c4", text, new, reason, lambda: f"({field_of(reason)})"):
+                if not step("c4", text, new, reason, toks=toks):
                     return None
                 st.lines(lines, doc)
                 text = new  # signatures keep the words before line removal: tokenising twice costs 15%
@@ -123,7 +127,7 @@ class Stages:
             st.languages_in[lang] += 1
             if cfg.code.enabled:
                 why = filters.code_quality(text, cfg.code)
-                if not step("code", text, text, why, lambda: f"({field_of(why)})"):
+                if not step("code", text, text, why, toks=toks):
                     return None
 
         if cfg.pii:
@@ -150,6 +154,8 @@ class Stages:
 
         meta["lang"] = lang
         meta["kind"] = kind
+        # the smallest margin over the rules, on the text they judged (before line removal)
+        meta["quality"] = quality.score(judged, toks, cfg, kind, cfg.filters)
         out = {"id": doc["id"], "text": text, "source": doc.get("source", ""), "meta": json.dumps(meta, ensure_ascii=False)}
         exact = xxhash.xxh3_64_intdigest(" ".join(text.split()).encode("utf-8", "surrogatepass"))
         sig = signature(wh, cfg.near_dedup.ngram, self.perms) if self.perms is not None else np.zeros(0, np.uint32)

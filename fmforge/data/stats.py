@@ -53,6 +53,8 @@ class PrepareStats:
     removed: Counter = field(default_factory=Counter)  # reason -> docs
     removed_bytes: Counter = field(default_factory=Counter)
     examples: dict = field(default_factory=dict)  # reason -> [{where, detail, text}]
+    # what the rule measured on the documents it removed: reason -> {n, min, max, sum, threshold, op}
+    measured: dict = field(default_factory=dict)
     pii: Counter = field(default_factory=Counter)  # kind -> replacements
     pii_docs: int = 0
     contaminated_docs: int = 0  # documents with an eval n-gram (dropped or only reported)
@@ -81,14 +83,27 @@ class PrepareStats:
         s["bytes_out"] += bytes_out
         s["bytes_dropped"] = s.get("bytes_dropped", 0) + bytes_dropped
 
-    def drop(self, reason: str, doc: dict, text: str, detail="") -> None:
-        """`detail` may be a callable: computed only for a document kept as an example."""
+    def drop(self, reason: str, doc: dict, text: str, detail="", measured: tuple | None = None) -> None:
+        """`detail` may be a callable: computed only for a document kept as an example.
+        `measured`: (value, threshold, op) the rule compared, summarised per reason."""
         self.removed[reason] += 1
         self.removed_bytes[reason] += utf8_len(text)
+        if measured is not None:
+            self.measure(reason, {"n": 1, "min": measured[0], "max": measured[0], "sum": measured[0],
+                                  "threshold": measured[1], "op": measured[2]})
         ex = self.examples.setdefault(reason, [])
         if len(ex) < EXAMPLES_PER_REASON:
             snippet = " ".join(text[:SNIPPET_CHARS * 2].split())[:SNIPPET_CHARS]
             ex.append({"where": where(doc), "detail": detail() if callable(detail) else detail, "text": snippet})
+
+    def measure(self, reason: str, m: dict) -> None:
+        mine = self.measured.get(reason)
+        if mine is None:
+            self.measured[reason] = dict(m)
+            return
+        mine["n"] += m["n"]
+        mine["sum"] += m["sum"]
+        mine["min"], mine["max"] = min(mine["min"], m["min"]), max(mine["max"], m["max"])
 
     def lines(self, removed: dict, doc: dict) -> None:
         """Merge one document's line removals ({rule: [lines, bytes, first line]})."""
@@ -121,6 +136,8 @@ class PrepareStats:
             getattr(self, c).update(getattr(other, c))
         self.pii_docs += other.pii_docs
         self.contaminated_docs += other.contaminated_docs
+        for reason, m in other.measured.items():
+            self.measure(reason, m)
         for reason, ex in other.examples.items():
             mine = self.examples.setdefault(reason, [])
             mine.extend(ex[: EXAMPLES_PER_REASON - len(mine)])
