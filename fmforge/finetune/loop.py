@@ -154,7 +154,11 @@ def peak_memory(rt: Runtime) -> tuple[float, str]:
 def train_loop(model, examples: list[Example], cfg: FinetuneConfig, rt: Runtime, pad_id: int,
                out_dir: Path | None = None, verbose: bool = True, label: str = "finetune") -> LoopResult:
     from fmforge.train.optim import build_optimizer, lr_at, set_lr
-    from fmforge.train.trainer import ProgressLine, _fmt_time
+
+    if verbose:  # pretraining's progress line
+        from fmforge.train.trainer import ProgressLine, _fmt_time
+    else:
+        ProgressLine, _fmt_time = _Silent, str
 
     steps = planned_steps(cfg, len(examples))
     tcfg = schedule_config(cfg, steps)
@@ -218,6 +222,14 @@ def train_loop(model, examples: list[Example], cfg: FinetuneConfig, rt: Runtime,
     res.peak_memory_gb, res.memory_kind = peak_memory(rt)
     model.eval()
     return res
+
+
+class _Silent:
+    def __init__(self, enabled: bool):
+        pass
+
+    def update(self, text: str, final: bool = False) -> None:
+        pass
 
 
 def say(text: str, verbose: bool = True) -> None:

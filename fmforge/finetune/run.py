@@ -69,6 +69,26 @@ def _prompt_text(tok, ex: Example) -> tuple[str, str]:
             tok.decode(ref, skip_special_tokens=True))
 
 
+def place(model, cfg: FinetuneConfig, rt) -> None:
+    """Frozen weights in bf16 on a GPU (LoRA / prompt tuning); full fine-tuning keeps fp32."""
+    if rt.amp is not None and cfg.method != "full":
+        model.to(rt.amp)
+    model.to(rt.device)
+
+
+def prepare_model(model, cfg: FinetuneConfig, rt, tok=None, placed: bool = False):
+    """The model to train on rt's device: placed, the method applied, trained weights in fp32."""
+    if not placed:
+        place(model, cfg, rt)
+    net = apply_method(model, cfg, tok).to(rt.device)
+    for p in net.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return net
+
+
 def load_data(data: Path, eval_data: Path | None, tok, cfg: FinetuneConfig, bos: int | None, verbose: bool):
     """(train examples, held-out examples, [datasets]) with bad rows reported and checked."""
     sets: list[Dataset] = []
@@ -106,10 +126,7 @@ def finetune(model: Path | str, data: Path | str, out: Path | str, cfg: Finetune
         f"examples{f' in {len(rows):,} packed rows' if cfg.packing else ''}, {len(held):,} held out; method "
         f"{cfg.method}; device {rt.device}{', bf16 autocast' if rt.amp else ', fp32'}", verbose)
 
-    # frozen weights in bf16 on a GPU (LoRA / prompt tuning); trained ones stay fp32
-    if rt.amp is not None and cfg.method != "full":
-        base.model.to(rt.amp)
-    base.model.to(rt.device)
+    place(base.model, cfg, rt)
     pad = tok.pad_token_id
     before = evaluate_loss(base.model, held, cfg.micro_batch, rt, pad)
     say(f"[finetune] held-out loss of the base: {before['loss']:.4f} nats/token over {before['tokens']:,} "
@@ -117,12 +134,7 @@ def finetune(model: Path | str, data: Path | str, out: Path | str, cfg: Finetune
     samples = [{"prompt": _prompt_text(tok, e)[0], "reference": _prompt_text(tok, e)[1],
                 "base": _complete(base.model, tok, e, cfg, rt)} for e in held[: cfg.sample_prompts]]
 
-    net = apply_method(base.model, cfg, tok).to(rt.device)
-    for p in net.parameters():
-        if p.requires_grad and p.dtype != torch.float32:
-            p.data = p.data.float()
-    if cfg.gradient_checkpointing:
-        base.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    net = prepare_model(base.model, cfg, rt, tok, placed=True)
     counts = parameter_counts(net)
     say(f"[finetune] trainable: {counts['trainable_params']:,} of {counts['total_params']:,} parameters "
         f"({counts['trainable_percent']:.3f}%)", verbose)
