@@ -202,3 +202,69 @@ def test_too_long_policy(run, tmp_path):
     assert [t for t in ds.examples[0].labels if t != IGNORE] == want
     ds = load_jsonl(data, tok, 24, "drop", bos=0)
     assert [b.line for b in ds.bad] == [1] and "finetune.max_length 24" in ds.bad[0].reason
+
+
+SOURCE = '''import os
+
+def top(a, b=1):
+    """Add them."""
+    c = a + b
+    return c
+
+class K:
+    @staticmethod
+    def meth(
+        x,
+    ):
+        """Twice x.
+
+        Long doc.
+        """
+        if x:
+            return 2 * x
+
+    def nodoc(self):
+        return 1
+
+    def only_doc(self):
+        """Nothing else."""
+'''
+
+
+def test_function_pairs_by_hand():
+    from fmforge.finetune.pairs import function_pairs
+
+    got = sorted(function_pairs(SOURCE), key=lambda p: p["prompt"])
+    assert got == [
+        {"prompt": 'def meth(\n    x,\n):\n    """Twice x.\n\n    Long doc.\n    """\n',
+         "completion": "    if x:\n        return 2 * x\n"},
+        {"prompt": 'def top(a, b=1):\n    """Add them."""\n', "completion": "    c = a + b\n    return c\n"},
+    ]
+
+
+def test_pipeline_finetune_stage(tmp_path, corpus_dir):
+    from conftest import write_recipe
+
+    from fmforge.config import load_recipe
+    from fmforge.pipeline import Pipeline
+
+    ft = {"enabled": True, "data": "corpus-functions", "max_length": 64, "max_steps": 3, "micro_batch": 4,
+          "max_eval_examples": 10, "sample_prompts": 1, "max_new_tokens": 4, "device": "cpu", "too_long": "drop"}
+    path = write_recipe(tmp_path / "r.yaml", corpus_dir, tmp_path / "runs", finetune=ft)
+    rep = Pipeline(load_recipe(path), verbose=False).run_all()
+    f = rep["finetune"]
+    out = tmp_path / "runs" / "t" / "finetune"
+    train = [json.loads(x) for x in (out / "pairs-train.jsonl").read_text().splitlines()]
+    held = [json.loads(x) for x in (out / "pairs-eval.jsonl").read_text().splitlines()]
+    assert train and held and not {r["group"] for r in train} & {r["group"] for r in held}
+    assert f["pairs"]["train_pairs"] == len(train) and f["eval_examples"] == min(10, len(held))
+    assert json.loads((out / "finetune_report.json").read_text())["base_eval_loss"] == f["base_eval_loss"]
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    assert "finetune (lora) held-out loss" in (tmp_path / "runs" / "t" / "report.md").read_text()
+    # up to date: skipped; a LoRA setting re-runs only the finetune stage
+    p = Pipeline(load_recipe(path), verbose=False)
+    p.run_all()
+    assert all(r.skipped for r in p.runs)
+    p = Pipeline(load_recipe(path, ["finetune.lora.r=4"]), verbose=False)
+    p.run_all()
+    assert [r.name for r in p.runs if not r.skipped] == ["finetune"]
