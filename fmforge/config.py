@@ -301,6 +301,10 @@ class FinetuneConfig(Section):
     eval_data: Optional[str] = None  # None: hold out eval_fraction of data (by row `group` when rows have one)
     eval_fraction: float = Field(0.1, gt=0, lt=1)
     max_eval_examples: int = Field(500, ge=1)
+    # a task metric before and after, beside the held-out loss. exact-match: the greedy completion of a
+    # held-out prompt (to EOS) equals the reference, whitespace at the ends ignored
+    eval_task: Optional[Literal["exact-match"]] = None
+    eval_task_examples: int = Field(50, ge=1)
     split_seed: int = 0
     max_length: int = Field(512, ge=8)  # tokens per example, prompt + completion + EOS
     too_long: Literal["drop", "truncate-prompt"] = "truncate-prompt"  # truncate-prompt: cut the prompt's start

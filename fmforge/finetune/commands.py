@@ -20,6 +20,8 @@ def register(app: typer.Typer) -> None:
         eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="held-out JSONL (default: a split of --data)"),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default runs/finetune/<model>)"),
         merge: bool = typer.Option(False, "--merge", help="lora: also write OUT/merged/, the adapter folded in"),
+        eval_task: Optional[str] = typer.Option(None, "--eval-task", help="a task metric before/after: exact-match "
+                                                                          "(greedy completion = reference)"),
         tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="tokenizer.json for a fmforge model "
                                                                            "(default: the run's)"),
         recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt,
@@ -39,7 +41,8 @@ def register(app: typer.Typer) -> None:
         from fmforge.outputs import claimed, locked, need
 
         r = recipe_from(recipe, set_)
-        cfg = with_options(r.finetune, {"method": ("--method", method), "merge": ("--merge", merge or None)})
+        cfg = with_options(r.finetune, {"method": ("--method", method), "merge": ("--merge", merge or None),
+                                        "eval_task": ("--eval-task", eval_task)})
         need(model, "--model")
         need(data, "--data")
         if eval_data is not None:

@@ -85,8 +85,8 @@ def collate(examples: list[Example], pad_id: int, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in out.items()}
 
 
-def loss_sum(model, batch: dict, rt: Runtime, n_virtual: int = 0) -> tuple[torch.Tensor, int]:
-    """(summed cross-entropy over the trained tokens, their count)."""
+def loss_sum(model, batch: dict, rt: Runtime, n_virtual: int = 0, accuracy: bool = False):
+    """(summed cross-entropy over the trained tokens, their count[, how many the argmax gets right])."""
     kw = {k: batch[k] for k in ("attention_mask", "position_ids") if k in batch}
     with rt.autocast():
         logits = model(input_ids=batch["input_ids"], use_cache=False, **kw).logits
@@ -94,22 +94,25 @@ def loss_sum(model, batch: dict, rt: Runtime, n_virtual: int = 0) -> tuple[torch
     tgt = batch["targets"]
     loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=IGNORE,
                            reduction="sum")
+    if accuracy:
+        return loss, int((tgt != IGNORE).sum()), int(((logits.argmax(-1) == tgt) & (tgt != IGNORE)).sum())
     return loss, int((tgt != IGNORE).sum())
 
 
 @torch.no_grad()
 def evaluate_loss(model, examples: list[Example], micro_batch: int, rt: Runtime, pad_id: int) -> dict:
-    """Mean nats per trained token over `examples` (the held-out completion loss)."""
+    """Mean nats per trained token over `examples` (the held-out completion loss), and the share
+    of those tokens the model's argmax predicts (teacher-forced token accuracy)."""
     was = model.training
     model.eval()
-    total, count = 0.0, 0
+    total, count, right = 0.0, 0, 0
     n_virtual = virtual_tokens(model)
     for i in range(0, len(examples), micro_batch):
-        s, c = loss_sum(model, collate(examples[i: i + micro_batch], pad_id, rt.device), rt, n_virtual)
-        total += float(s)
-        count += c
+        s, c, r = loss_sum(model, collate(examples[i: i + micro_batch], pad_id, rt.device), rt, n_virtual, True)
+        total, count, right = total + float(s), count + c, right + r
     model.train(was)
-    return {"loss": total / max(1, count), "tokens": count, "examples": len(examples)}
+    return {"loss": total / max(1, count), "token_accuracy": right / max(1, count), "tokens": count,
+            "examples": len(examples)}
 
 
 @dataclass

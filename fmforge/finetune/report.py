@@ -13,7 +13,16 @@ def report_markdown(r: dict) -> str:
         f"# fmforge finetune: {r['method']} of {r['model']}", "",
         "| held-out completion loss (nats/token) | base | tuned | change |", "|---|---|---|---|",
         f"| {r['eval_examples']:,} examples, {r['eval_tokens']:,} tokens | {r['base_eval_loss']:.4f} | "
-        f"{r['tuned_eval_loss']:.4f} | {-drop:+.4f} |", "",
+        f"{r['tuned_eval_loss']:.4f} | {-drop:+.4f} |",
+        f"| token accuracy (teacher-forced) | {r['base_token_accuracy']:.2%} | {r['tuned_token_accuracy']:.2%} | "
+        f"{r['tuned_token_accuracy'] - r['base_token_accuracy']:+.2%} |",
+    ]
+    if r.get("base_task"):
+        b, t = r["base_task"], r["tuned_task"]
+        lines.append(f"| {b['task']} ({b['examples']} examples) | {b['score']:.2%} | {t['score']:.2%} | "
+                     f"{t['score'] - b['score']:+.2%} |")
+    lines += [
+        "",
         "| | |", "|---|---|",
         f"| model | {r['architecture']} ({r['model_source']}) |",
         f"| data | {d['path']}: {d['rows']:,} rows, {d['bad_rows']:,} bad, {d['truncated']:,} prompts truncated |",

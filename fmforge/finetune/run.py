@@ -62,6 +62,25 @@ def _complete(model, tok, ex: Example, cfg: FinetuneConfig, rt) -> str:
     return tok.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
 
 
+@torch.no_grad()
+def task_metric(model, tok, held: list[Example], cfg: FinetuneConfig, rt) -> dict | None:
+    """finetune.eval_task on the first eval_task_examples held-out examples."""
+    if cfg.eval_task is None:
+        return None
+    hits, n = 0, 0
+    for ex in held[: cfg.eval_task_examples]:
+        first = next(i for i, lab in enumerate(ex.labels) if lab != IGNORE)
+        ids = torch.tensor([ex.input_ids[:first]], device=rt.device)
+        with rt.autocast():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                 max_new_tokens=ex.trained_tokens + 4, eos_token_id=tok.eos_token_id,
+                                 pad_token_id=tok.pad_token_id)
+        got = tok.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
+        hits += got.strip() == _prompt_text(tok, ex)[1].strip()
+        n += 1
+    return {"task": cfg.eval_task, "score": hits / max(1, n), "examples": n}
+
+
 def _prompt_text(tok, ex: Example) -> tuple[str, str]:
     first = next(i for i, lab in enumerate(ex.labels) if lab != IGNORE)
     ref = [t for t in ex.labels if t != IGNORE]
@@ -107,8 +126,23 @@ def load_data(data: Path, eval_data: Path | None, tok, cfg: FinetuneConfig, bos:
     return train, held[: cfg.max_eval_examples], sets
 
 
+def quiet_libraries() -> None:
+    """transformers' and PEFT's advice meant for their own users (generation length defaults,
+    deprecations, a base folder without config.json) is noise in fmforge's output."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    for module in ("peft", "transformers"):
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+
+
 def finetune(model: Path | str, data: Path | str, out: Path | str, cfg: FinetuneConfig,
              eval_data: Path | str | None = None, tokenizer: Path | str | None = None, verbose: bool = True) -> dict:
+    quiet_libraries()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -131,6 +165,7 @@ def finetune(model: Path | str, data: Path | str, out: Path | str, cfg: Finetune
     before = evaluate_loss(base.model, held, cfg.micro_batch, rt, pad)
     say(f"[finetune] held-out loss of the base: {before['loss']:.4f} nats/token over {before['tokens']:,} "
         "completion tokens", verbose)
+    before_task = task_metric(base.model, tok, held, cfg, rt)
     samples = [{"prompt": _prompt_text(tok, e)[0], "reference": _prompt_text(tok, e)[1],
                 "base": _complete(base.model, tok, e, cfg, rt)} for e in held[: cfg.sample_prompts]]
 
@@ -141,6 +176,7 @@ def finetune(model: Path | str, data: Path | str, out: Path | str, cfg: Finetune
     res = train_loop(net, rows, cfg, rt, pad, out, verbose)
     after = evaluate_loss(net, held, cfg.micro_batch, rt, pad)
     say(f"[finetune] held-out loss: base {before['loss']:.4f} -> tuned {after['loss']:.4f}", verbose)
+    after_task = task_metric(net, tok, held, cfg, rt)
     for s, e in zip(samples, held):
         s["tuned"] = _complete(net, tok, e, cfg, rt)
 
@@ -164,6 +200,8 @@ def finetune(model: Path | str, data: Path | str, out: Path | str, cfg: Finetune
         "bad_rows": [{"file": ds.path, "line": b.line, "reason": b.reason} for ds in sets for b in ds.bad[:100]],
         **counts,
         "base_eval_loss": before["loss"], "tuned_eval_loss": after["loss"], "eval_tokens": after["tokens"],
+        "base_token_accuracy": before["token_accuracy"], "tuned_token_accuracy": after["token_accuracy"],
+        "base_task": before_task, "tuned_task": after_task,
         **res.to_dict(), "device": str(rt.device), "accelerator": acc.name if acc else None,
         "precision": "bf16 autocast" if rt.amp else "fp32",
         "cost": {"device_hours": res.seconds / 3600,
