@@ -268,3 +268,21 @@ def test_pipeline_finetune_stage(tmp_path, corpus_dir):
     p = Pipeline(load_recipe(path, ["finetune.lora.r=4"]), verbose=False)
     p.run_all()
     assert [r.name for r in p.runs if not r.skipped] == ["finetune"]
+
+
+def test_gpt2_folder_lora(run, tmp_path):
+    """A local HF GPT-2-family folder (Conv1D layers): LoRA trains, the adapter loads with PEFT."""
+    from peft import PeftModel
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(run / "train" / "tokenizer.json"), eos_token=EOT,
+                                  bos_token=EOT, pad_token=PAD)
+    torch.manual_seed(0)
+    hf = tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(vocab_size=320, n_positions=96, n_embd=32, n_layer=2, n_head=2)).save_pretrained(hf)
+    tok.save_pretrained(hf)
+    rep = finetune(hf, _write(tmp_path / "p.jsonl", _rows()), tmp_path / "out", _cfg(max_steps=20), verbose=False)
+    assert rep["architecture"] == "GPT2LMHeadModel" and rep["tuned_eval_loss"] < rep["base_eval_loss"]
+    # c_attn (32 -> 96), attn c_proj and mlp c_proj, c_fc (32 -> 128): rank 8 x (in + out), 2 layers
+    assert rep["trainable_params"] == 8 * ((32 + 96) + (32 + 32) + (32 + 128) + (128 + 32)) * 2
+    PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(hf), tmp_path / "out" / "adapter")
