@@ -286,3 +286,19 @@ def test_gpt2_folder_lora(run, tmp_path):
     # c_attn (32 -> 96), attn c_proj and mlp c_proj, c_fc (32 -> 128): rank 8 x (in + out), 2 layers
     assert rep["trainable_params"] == 8 * ((32 + 96) + (32 + 32) + (32 + 128) + (128 + 32)) * 2
     PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(hf), tmp_path / "out" / "adapter")
+
+
+def test_recipe_extends(tmp_path):
+    from fmforge.config import RecipeError, load_recipe
+
+    r = load_recipe("demo-finetune")
+    demo = load_recipe("demo")
+    assert r.model_dump(exclude={"finetune"}) == demo.model_dump(exclude={"finetune"})  # shares the demo's stages
+    assert r.finetune.enabled and r.finetune.data == "corpus-functions" and r.finetune.lora.dropout == 0.0
+    (tmp_path / "a.yaml").write_text("extends: b\ntrain: {lr: 0.5}\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(RecipeError, match="extends itself"):
+        load_recipe(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("name: bee\ntrain: {max_steps: 7, lr: 0.1}\n")
+    r = load_recipe(tmp_path / "a.yaml")
+    assert (r.name, r.train.max_steps, r.train.lr) == ("bee", 7, 0.5)
