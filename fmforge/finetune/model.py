@@ -49,8 +49,23 @@ def _from_hf_dir(d: Path):
     return model, tok
 
 
+def quiet_libraries() -> None:
+    """transformers' and PEFT's advice meant for their own users (generation length defaults,
+    deprecations, a base folder without config.json) is noise in fmforge's output."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    for module in ("peft", "transformers"):
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+
+
 def load_base(path: Path | str, tokenizer: Path | str | None = None) -> Base:
     """A fmforge model or local HF causal-LM folder as (HF model in fp32, HF tokenizer)."""
+    quiet_libraries()
     path = Path(path)
     if not path.exists():
         raise InputNotFound(f"--model {path} not found")

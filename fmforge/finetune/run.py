@@ -24,7 +24,7 @@ from fmforge.config import FinetuneConfig
 from fmforge.finetune.data import (IGNORE, Dataset, Example, FinetuneDataError, bos_id, check_bad, load_jsonl,
                                    pack, split_heldout)
 from fmforge.finetune.loop import evaluate_loss, runtime, say, train_loop
-from fmforge.finetune.model import apply_method, load_base, parameter_counts
+from fmforge.finetune.model import apply_method, load_base, parameter_counts, quiet_libraries
 from fmforge.finetune.report import report_markdown
 from fmforge.outputs import atomic_write_text
 
@@ -124,20 +124,6 @@ def load_data(data: Path, eval_data: Path | None, tok, cfg: FinetuneConfig, bos:
     else:
         train, held = split_heldout(sets[0].examples, cfg.eval_fraction, cfg.split_seed)
     return train, held[: cfg.max_eval_examples], sets
-
-
-def quiet_libraries() -> None:
-    """transformers' and PEFT's advice meant for their own users (generation length defaults,
-    deprecations, a base folder without config.json) is noise in fmforge's output."""
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    for module in ("peft", "transformers"):
-        warnings.filterwarnings("ignore", category=UserWarning, module=module)
-        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
 
 
 def finetune(model: Path | str, data: Path | str, out: Path | str, cfg: FinetuneConfig,
