@@ -302,3 +302,16 @@ def test_recipe_extends(tmp_path):
     (tmp_path / "b.yaml").write_text("name: bee\ntrain: {max_steps: 7, lr: 0.1}\n")
     r = load_recipe(tmp_path / "a.yaml")
     assert (r.name, r.train.max_steps, r.train.lr) == ("bee", 7, 0.5)
+
+
+def test_batches_cover_every_example_once_per_epoch_with_little_padding():
+    from fmforge.finetune.data import Example, batches
+
+    rng = random.Random(3)
+    exs = [Example([1] * rng.randrange(5, 200), [IGNORE] * 0, line=i) for i in range(1000)]
+    for epoch in (0, 1):
+        got = [e.line for b in batches(exs, 8, 0, epoch) for e in b]
+        assert sorted(got) == list(range(1000))
+    pad = sum(8 * max(len(e.input_ids) for e in b) - sum(len(e.input_ids) for e in b) for b in batches(exs, 8, 0, 0))
+    assert pad < 0.1 * sum(len(e.input_ids) for e in exs)
+    assert [e.line for b in batches(exs, 8, 0, 0) for e in b] != [e.line for b in batches(exs, 8, 0, 1) for e in b]

@@ -250,9 +250,17 @@ def pack(examples: list[Example], max_length: int) -> list[Example]:
     return rows
 
 
-def batches(examples: list[Example], micro_batch: int, seed: int, epoch: int):
-    """Micro-batches of examples, shuffled per epoch (seeded)."""
+def batches(examples: list[Example], micro_batch: int, seed: int, epoch: int, window: int = 64):
+    """Micro-batches of examples, shuffled per epoch (seeded). Within each window of
+    `window` micro-batches the examples are grouped by length, so a micro-batch pads little;
+    the batches of a window are then shuffled again."""
+    rng = random.Random(seed * 1_000_003 + epoch)
     order = list(range(len(examples)))
-    random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    for i in range(0, len(order), micro_batch):
-        yield [examples[j] for j in order[i: i + micro_batch]]
+    rng.shuffle(order)
+    span = micro_batch * window
+    for w in range(0, len(order), span):
+        chunk = sorted(order[w: w + span], key=lambda j: len(examples[j].input_ids))
+        group = [chunk[i: i + micro_batch] for i in range(0, len(chunk), micro_batch)]
+        rng.shuffle(group)
+        for b in group:
+            yield [examples[j] for j in b]
