@@ -319,10 +319,78 @@ class ServeConfig(Section):
 
 
 class FinetuneConfig(Section):
-    method: Literal["full", "lora", "prompt"] = "lora"
-    lora_rank: int = Field(8, ge=1)
-    lora_alpha: float = Field(16.0, gt=0)
-    prompt_tokens: int = Field(20, ge=1)
+    """Fine-tuning a pretrained causal LM (fmforge.finetune; docs/finetune.md). `fmforge finetune`
+    reads this section; the pipeline's finetune stage runs it when `enabled`."""
+
+    class Lora(Section):  # HF PEFT LoraConfig
+        r: int = Field(8, ge=1)
+        alpha: float = Field(16.0, gt=0)
+        dropout: float = Field(0.05, ge=0, lt=1)
+        # None: every attention and MLP projection of the model family (fmforge.finetune.model.LORA_TARGETS),
+        # the adapters `fmforge cost plan` counts
+        target_modules: Optional[list[str]] = None
+
+    class PromptTuning(Section):  # HF PEFT PromptTuningConfig
+        virtual_tokens: int = Field(20, ge=1)
+        init_text: Optional[str] = None  # None: random init; text: the virtual tokens start as its embeddings
+
+    enabled: bool = False  # the pipeline's finetune stage (fmforge run) runs only when true
+    method: Literal["full", "lora", "prompt-tuning"] = "lora"
+    model: Optional[str] = None  # fmforge run/checkpoint or HF folder; None in a recipe: the run's own model
+    # JSONL of {"messages": [...]} or {"prompt", "completion"}; "corpus-functions" (pipeline only): pairs
+    # built from the run's prepared Python files, prompt = signature + docstring, completion = body
+    data: Optional[str] = None
+    eval_data: Optional[str] = None  # None: hold out eval_fraction of data (by row `group` when rows have one)
+    eval_fraction: float = Field(0.1, gt=0, lt=1)
+    max_eval_examples: int = Field(500, ge=1)
+    # a task metric before and after, beside the held-out loss. exact-match: the greedy completion of a
+    # held-out prompt (to EOS) equals the reference, whitespace at the ends ignored
+    eval_task: Optional[Literal["exact-match"]] = None
+    eval_task_examples: int = Field(50, ge=1)
+    split_seed: int = 0
+    max_length: int = Field(512, ge=8)  # tokens per example, prompt + completion + EOS
+    too_long: Literal["drop", "truncate-prompt"] = "truncate-prompt"  # truncate-prompt: cut the prompt's start
+    max_bad_fraction: float = Field(0.05, ge=0, le=1)  # refuse to start when more rows than this are bad
+    packing: bool = False  # several examples per row, each attending only to itself, mask kept per example
+    lora: Lora = Field(default_factory=Lora)
+    prompt_tuning: PromptTuning = Field(default_factory=PromptTuning)
+    # training
+    epochs: float = Field(1.0, gt=0)
+    max_steps: Optional[int] = Field(None, ge=1)  # None: epochs over the training examples
+    micro_batch: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: Optional[float] = Field(None, gt=0)  # None: 2e-5 full, 2e-4 lora, 3e-2 prompt-tuning
+    warmup_steps: int = Field(10, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, ge=0)
+    gradient_checkpointing: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on GPU (LoRA base in bf16)
+    seed: int = 0
+    log_every: int = Field(1, ge=1)
+    merge: bool = False  # lora: also write OUT/merged/, the adapter folded into the base
+    sample_prompts: int = Field(1, ge=0)  # held-out prompts completed before/after in the report
+    max_new_tokens: int = Field(96, ge=0)
+    temperature: float = Field(0.6, ge=0)  # samples: seeded, top-k 40; 0: greedy
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _prompt_alias(cls, v):
+        return "prompt-tuning" if v == "prompt" else v
+
+    @model_validator(mode="after")
+    def _combos(self):
+        if self.packing and self.method == "prompt-tuning":
+            raise ValueError("finetune.packing: prompt tuning prepends virtual tokens to every row, so packed "
+                             "examples cannot be kept apart; set packing false")
+        if self.merge and self.method != "lora":
+            raise ValueError(f"finetune.merge: only a LoRA adapter folds into the base (method is {self.method})")
+        return self
+
+    def learning_rate(self) -> float:
+        return self.lr or {"full": 2e-5, "lora": 2e-4, "prompt-tuning": 3e-2}[self.method]
 
 
 class CostConfig(Section):
@@ -441,6 +509,7 @@ def load_recipe(recipe: str | Path | None = None, overrides: list[str] | None = 
         raise RecipeError(f"cannot read recipe {path}: {e.strerror}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"recipe {path} must be a mapping of sections, got {type(data).__name__}")
+    data = _extended(data, path, [path.resolve()])
     for item in overrides or []:
         if "=" not in item:
             raise RecipeError(f"--set expects key=value, got '{item}'")
@@ -451,6 +520,36 @@ def load_recipe(recipe: str | Path | None = None, overrides: list[str] | None = 
         return Recipe.model_validate(data)
     except ValidationError as e:
         raise RecipeError(_format_validation(e, str(path))) from None
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _extended(data: dict, path: Path, seen: list[Path]) -> dict:
+    """`extends: NAME` starts from another recipe (a file beside this one, a path, or a built-in
+    name); this recipe's fields win, section by section. A recipe that only adds a stage (the
+    fine-tuning demo over the demo) then shares the earlier stages' settings, so they are reused."""
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise RecipeError(f"invalid recipe {path}:\n  extends: expected a recipe name or file, got {parent!r}")
+    near = path.parent / parent
+    base_path = near if near.is_file() else path.parent / f"{parent}.yaml"
+    base_path = base_path if base_path.is_file() else resolve_recipe_path(parent)
+    if base_path.resolve() in seen:
+        raise RecipeError(f"invalid recipe {path}:\n  extends: {parent!r} extends itself (through {seen[-1]})")
+    try:
+        base = yaml.safe_load(base_path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:
+        raise RecipeError(f"recipe {base_path} (extended by {path}) cannot be read: {' '.join(str(e).split())}") from None
+    if not isinstance(base, dict):
+        raise RecipeError(f"recipe {base_path} must be a mapping of sections, got {type(base).__name__}")
+    return _deep_merge(_extended(base, base_path, seen + [base_path.resolve()]), data)
 
 
 def _with_preset(data: dict, path: Path) -> dict:

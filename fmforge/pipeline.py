@@ -56,6 +56,7 @@ TRAIN_NEUTRAL = ("device", "compile", "attention", "threads", "log_every", "chec
 EVAL_SCORING = ("max_docs", "max_bytes", "baselines", "tasks", "task_limit", "code_samples", "code_k",
                 "code_temperature", "code_max_new_tokens", "code_timeout_s", "code_memory_mb")
 SAMPLE_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k")
+FINETUNE_NEUTRAL = ("enabled", "device", "log_every")  # how the finetune stage runs, not what it makes
 
 
 @dataclass
@@ -128,6 +129,9 @@ def stage_settings(recipe: Recipe, name: str) -> dict:
         return {"eval": {k: ev[k] for k in EVAL_SCORING}, "train": {"price_per_gpu_hour": train["price_per_gpu_hour"]}}
     if name == "sample":
         return {"eval": {k: ev[k] for k in SAMPLE_FIELDS}}
+    if name == "finetune":  # corpus-functions pairs follow the pretraining split
+        return {"finetune": {k: v for k, v in dump["finetune"].items() if k not in FINETUNE_NEUTRAL},
+                "data": {k: data[k] for k in SPLIT_FIELDS}}
     raise KeyError(name)
 
 
@@ -164,7 +168,7 @@ class Pipeline:
     def deps(self, name: str) -> dict:
         """Everything stage `name` depends on: its settings and the stages it reads."""
         upstream = {"collect": [], "prepare": ["collect"], "tokenizer": ["prepare"], "train": ["tokenizer"],
-                    "eval": ["train"], "sample": ["train"]}[name]
+                    "eval": ["train"], "sample": ["train"], "finetune": ["prepare", "train"]}[name]
         deps = {"fmforge": __version__, "stage": name, **stage_settings(self.recipe, name),
                 "upstream": {u: self._hash_of(u) for u in upstream}}
         if name == "collect":
@@ -389,6 +393,12 @@ class Pipeline:
 
         return self.run_stage("sample", lambda out, decision: sample_run(self.recipe, self.dir, out))
 
+    def finetune(self) -> StageRun:
+        from fmforge.finetune.stage import run_finetune_stage
+
+        return self.run_stage("finetune", lambda out, decision: run_finetune_stage(self.recipe, self.dir, out,
+                                                                                   self.verbose))
+
     def run_stages(self, names: list[str], close: bool = True) -> list[StageRun]:
         """Run `names` in order, holding the run folder's lock."""
         with self.lock():
@@ -412,7 +422,7 @@ class Pipeline:
 
     def run_all(self) -> dict:
         t0 = time.perf_counter()
-        self.run_stages(STAGES)
+        self.run_stages(STAGES + (["finetune"] if self.recipe.finetune.enabled else []))
         report = build_report(self.recipe, self.runs, time.perf_counter() - t0)
         if self.is_main:
             write_report(report, self.dir)
@@ -452,6 +462,7 @@ def build_report(recipe: Recipe, runs: list[StageRun], seconds: float) -> dict:
         "core": ev.get("core"),
         "prompt": by.get("sample", {}).get("prompt"),
         "sample": by.get("sample", {}).get("sample"),
+        **({"finetune": by["finetune"]} if "finetune" in by else {}),
     }
 
 
@@ -508,6 +519,11 @@ def report_rows(report: dict) -> list[tuple[str, str]]:
     if report.get("cost"):
         c = report["cost"]
         rows.append(("cost", f"{_f(c.get('device_hours'), '{:.3f}')} device-h, ${_f(c.get('usd'), '{:.4f}')}"))
+    ft = report.get("finetune")
+    if ft and ft.get("base_eval_loss") is not None:
+        rows += [(f"finetune ({ft['method']}) held-out loss", f"{ft['base_eval_loss']:.4f} → {ft['tuned_eval_loss']:.4f} "
+                  f"(base → tuned, {ft['eval_examples']:,} examples)"),
+                 ("finetune trainable params", f"{ft['trainable_params']:,} ({ft['trainable_percent']:.2f}%)")]
     rows += [(f"stage {k}", "skipped" if v["skipped"] else f"{v['seconds']:.1f}s") for k, v in report["stages"].items()]
     rows.append(("total time (s)", f"{report['seconds']:.1f}"))
     return rows
@@ -517,4 +533,7 @@ def report_markdown(report: dict) -> str:
     lines = [f"# fmforge run: {report['recipe']}", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report_rows(report)]
     lines += ["", "## Sample", "", "```python", (report.get("prompt") or "") + (report.get("sample") or ""), "```", ""]
+    s = (report.get("finetune") or {}).get("sample")
+    if s:
+        lines += ["## Fine-tuned sample (held-out prompt)", "", "```python", s["prompt"] + s["tuned"], "```", ""]
     return "\n".join(lines)
