@@ -134,9 +134,12 @@ def parallelize(model: torch.nn.Module, rt: Runtime, activation_checkpointing: b
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         mp = MixedPrecisionPolicy(param_dtype=rt.autocast_dtype or torch.float32, reduce_dtype=torch.float32)
+        # Free each block's gathered weights after its forward and gather again for the
+        # backward (ZeRO-3); on one rank there is nothing to free, so keep them.
+        reshard = rt.world > 1
         for block in model.layers:
-            fully_shard(block, mp_policy=mp)
-        fully_shard(model, mp_policy=mp)
+            fully_shard(block, mp_policy=mp, reshard_after_forward=reshard)
+        fully_shard(model, mp_policy=mp, reshard_after_forward=reshard)
     elif rt.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
