@@ -205,7 +205,7 @@ class ParallelConfig(Section):
     # fsdp_min_params parameters (a replica fits and DDP's one all-reduce is cheapest),
     # FSDP2 (each block sharded) from there on. fsdp / ddp force one, also at world size 1.
     strategy: Literal["auto", "fsdp", "ddp"] = "auto"
-    fsdp_min_params: int = Field(500_000_000, ge=0)
+    fsdp_min_params: int = Field(2_000_000_000, ge=0)  # a 2B replica alone takes 32 GB (16 bytes/param)
     # A collective that waits longer than this fails the job (a dead or hung rank), seconds.
     timeout_s: float = Field(600, gt=0)
 

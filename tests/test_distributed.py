@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from fmforge.config import load_recipe
 from fmforge.pipeline import Pipeline
@@ -81,6 +82,20 @@ def test_fsdp_and_ddp_match_one_process_and_resume_across_world_sizes(recipe, on
     assert set(recs[0]) == set(json.loads(open(one / "metrics.jsonl").readline()))  # the same file as one process
     assert recs[0]["world"] == 2 and recs[0]["tokens_per_s_per_device"] == pytest.approx(recs[0]["tokens_per_s"] / 2)
 
+    # the sharded checkpoint consolidates (one process, no group) into the final weights; export takes it
+    from safetensors.torch import load_file
+
+    from fmforge.export.writer import export_hf
+    from fmforge.train import checkpoint
+
+    ck = tmp_path / "fsdp" / "checkpoints" / f"step-{STEPS:08d}"
+    final = load_file(str(tmp_path / "fsdp" / "model.safetensors"))
+    got = checkpoint.consolidated_model(ck).state_dict()
+    assert got.keys() == final.keys() and all(torch.equal(got[k], final[k]) for k in final)
+    tok = Pipeline(load_recipe(recipe), verbose=False).stage_dir("tokenizer") / "tokenizer.json"
+    files = export_hf(ck, tmp_path / "hf", tok)
+    assert "config.json" in files and (tmp_path / "hf" / "config.json").is_file()
+
     # saved by 2 FSDP ranks at step 10: resume at 1 process and at 2, the same run
     two_ref = losses(tmp_path / "fsdp")
     keep_only(tmp_path / "fsdp", tmp_path / "at1", 10)
@@ -119,3 +134,32 @@ def test_a_failed_rank_ends_the_job_with_its_error(recipe, tmp_path, fault):
         assert "SIGKILL" in r.stderr
     else:
         assert "injected failure on rank 1 at step 3" in r.stderr
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_to_torchrun_saves_a_sharded_checkpoint_that_resumes(recipe, tmp_path):
+    import signal
+
+    from fmforge.train import checkpoint
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "fmforge",
+           "train", "--recipe", str(recipe), *SETS, "--set", "train.max_steps=100000", "--set",
+           "train.checkpoint_every=0", "--set", "train.checkpoint_every_s=0", "--out", str(out)]
+    with open(tmp_path / "log", "w") as log:
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        deadline = time.monotonic() + 200
+        while time.monotonic() < deadline and p.poll() is None:
+            if (out / "metrics.jsonl").exists() and len(losses(out)) >= 2:
+                break
+            time.sleep(0.5)
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=120)
+    text = (tmp_path / "log").read_text()
+    assert "training stopped by SIGTERM" in text, text[-3000:]
+    last = checkpoint.latest(out / "checkpoints")
+    assert last is not None and (last / checkpoint.MARKER).is_file()
+    step = checkpoint.load(last)["step"]
+    assert step >= 2
+    ok(train(recipe, out, 2, "--resume", "--set", f"train.max_steps={step + 2}"))
+    assert len(losses(out)) == step + 2

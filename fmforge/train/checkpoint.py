@@ -146,3 +146,20 @@ def consolidate(path: Path) -> dict[str, torch.Tensor]:
             sd["model"][fqn[len("model."):]] = torch.empty(md.size, dtype=md.properties.dtype)
     dcp.load(sd, storage_reader=reader)
     return sd["model"]
+
+
+def is_sharded(path: Path) -> bool:
+    """A complete DCP checkpoint folder (what `fmforge export --model` also takes)."""
+    return (Path(path) / MARKER).is_file() and (Path(path) / STATE).is_file()
+
+
+def consolidated_model(path: Path):
+    """The checkpoint's model as one Transformer on the CPU, for inference or export."""
+    from fmforge.config import ModelConfig
+    from fmforge.model.transformer import Transformer
+
+    model = Transformer(ModelConfig(**load(path)["model_config"]))
+    state = {k.replace("_orig_mod.", "").replace("_checkpoint_wrapped_module.", ""): v
+             for k, v in consolidate(path).items()}
+    model.load_state_dict(state, strict=True)
+    return model.eval()
