@@ -93,6 +93,7 @@ def test_fsdp_and_ddp_match_one_process_and_resume_across_world_sizes(recipe, on
     got = checkpoint.consolidated_model(ck).state_dict()
     assert got.keys() == final.keys() and all(torch.equal(got[k], final[k]) for k in final)
     tok = Pipeline(load_recipe(recipe), verbose=False).stage_dir("tokenizer") / "tokenizer.json"
+    (tmp_path / "hf").mkdir()
     files = export_hf(ck, tmp_path / "hf", tok)
     assert "config.json" in files and (tmp_path / "hf" / "config.json").is_file()
 

@@ -69,7 +69,7 @@ def save(ckpt_dir: Path, step: int, model: torch.nn.Module, opt: torch.optim.Opt
         tmp.mkdir()
     _barrier()  # the folder exists, and no rank writes into a stale one
     model_sd, optim_sd = get_state_dict(model, opt)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))  # returns once every rank wrote
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp), no_dist=not dist.is_initialized())  # returns once every rank wrote
     if main:
         _write(tmp / STATE, lambda f: torch.save(train_state, f))
         _fsync_dir(tmp)
@@ -124,7 +124,7 @@ def restore(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> N
 
     model_sd, optim_sd = get_state_dict(model, opt)  # the layout to fill: this rank's shards
     sd = {"model": model_sd, "optim": optim_sd}
-    dcp.load(sd, checkpoint_id=str(path))
+    dcp.load(sd, checkpoint_id=str(path), no_dist=not dist.is_initialized())
     set_state_dict(model, opt, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
 
 
@@ -144,7 +144,7 @@ def consolidate(path: Path) -> dict[str, torch.Tensor]:
     for fqn, md in meta.state_dict_metadata.items():
         if fqn.startswith("model.") and isinstance(md, TensorStorageMetadata):
             sd["model"][fqn[len("model."):]] = torch.empty(md.size, dtype=md.properties.dtype)
-    dcp.load(sd, storage_reader=reader)
+    dcp.load(sd, storage_reader=reader, no_dist=True)  # this process alone
     return sd["model"]
 
 
