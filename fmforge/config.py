@@ -219,6 +219,18 @@ class ModelConfig(Section):
         return -(-int(8 * self.d_model / 3) // 64) * 64
 
 
+class ParallelConfig(Section):
+    """How one run is spread over the processes torchrun starts (docs/distributed.md)."""
+
+    # auto: plain single-device training with one process; with several, DDP below
+    # fsdp_min_params parameters (a replica fits and DDP's one all-reduce is cheapest),
+    # FSDP2 (each block sharded) from there on. fsdp / ddp force one, also at world size 1.
+    strategy: Literal["auto", "fsdp", "ddp"] = "auto"
+    fsdp_min_params: int = Field(2_000_000_000, ge=0)  # a 2B replica alone takes 32 GB (16 bytes/param)
+    # A collective that waits longer than this fails the job (a dead or hung rank), seconds.
+    timeout_s: float = Field(600, gt=0)
+
+
 class TrainConfig(Section):
     # A run's identity is every field not listed below (plus the model, tokenizer and token
     # shards; fmforge.train.identity). The budget says how far to take the run: raising it
@@ -229,7 +241,7 @@ class TrainConfig(Section):
     NEUTRAL_FIELDS: ClassVar[tuple[str, ...]] = (
         "device", "compile", "attention", "activation_checkpointing", "threads", "log_every",
         "checkpoint_every", "checkpoint_every_s", "keep_checkpoints", "eval_every", "eval_tokens",
-        "max_bad_steps", "price_per_gpu_hour")
+        "max_bad_steps", "price_per_gpu_hour", "parallel")
 
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
@@ -273,6 +285,7 @@ class TrainConfig(Section):
     max_bad_steps: int = Field(5, ge=1)  # consecutive NaN/inf losses before the run stops
     price_per_gpu_hour: float = Field(0.0, ge=0)
     threads: int = Field(0, ge=0)  # CPU threads for torch; 0 = all cores
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig)
 
     @model_validator(mode="after")
     def _budget(self) -> "TrainConfig":

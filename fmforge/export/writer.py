@@ -21,6 +21,17 @@ def model_dir(path: Path) -> Path:
     raise InputNotFound(f"--model {path}: no model.safetensors + model.json there or in {path / 'train'}")
 
 
+def _load(path: Path):
+    """(folder the model belongs to, model): a model folder, a run, or a sharded training
+    checkpoint (run/checkpoints/step-N, consolidated here into whole tensors)."""
+    from fmforge.train import checkpoint
+
+    if checkpoint.is_sharded(path):
+        return path.parent.parent, checkpoint.consolidated_model(path)
+    mdir = model_dir(path)
+    return mdir, load_model(mdir)
+
+
 def find_tokenizer(mdir: Path) -> Path | None:
     for d in (mdir, mdir.parent / "tokenizer", mdir.parent.parent / "tokenizer"):
         if (d / "tokenizer.json").is_file():
@@ -31,8 +42,7 @@ def find_tokenizer(mdir: Path) -> Path | None:
 def export_hf(model: Path, out: Path, tokenizer: Path | None = None, shard_bytes: int = SHARD_BYTES) -> list[str]:
     from tokenizers import Tokenizer
 
-    mdir = model_dir(model)
-    net = load_model(mdir)
+    mdir, net = _load(Path(model))
     cfg = net.cfg
     tok_file = Path(tokenizer) if tokenizer else find_tokenizer(mdir)
     if tok_file is None or not tok_file.is_file():

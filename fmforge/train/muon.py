@@ -63,24 +63,55 @@ class MuonAdamW(torch.optim.Optimizer):
             p.addcdiv_(m, denom, value=-lr / (1 - b1**t))
 
     def _muon_step(self, group: dict) -> None:
-        """Matrices of one shape are orthogonalized together in one batched iteration."""
+        """Each projection's whole matrix is orthogonalised: a fused weight (q|k|v, gate|up)
+        is cut into its projections first, and a sharded (FSDP) update is gathered, so the
+        result is the one-device result on any number of ranks. Every rank orthogonalises
+        every matrix (redundant work, no extra communication beyond the gather); pieces of
+        one shape go through one batched iteration."""
         lr, wd, mom = group["lr"], group["weight_decay"], group["momentum"]
+        splits_of = group.get("splits") or [()] * len(group["params"])
+        params = [(p, splits) for p, splits in zip(group["params"], splits_of) if p.grad is not None]
+        fulls, pieces = [], []  # pieces: (param index, piece index, tensor)
+        for n, (p, splits) in enumerate(params):
+            buf = self.state[p].setdefault("momentum", torch.zeros_like(p))
+            buf.mul_(mom).add_(p.grad)
+            u = p.grad.add(buf, alpha=mom)  # Nesterov
+            full = u.full_tensor() if hasattr(u, "full_tensor") else u  # DTensor: gather the matrix
+            fulls.append(full)
+            parts = full.split(list(splits), dim=0) if splits else [full]
+            pieces += [(n, k, t) for k, t in enumerate(parts)]
         by_shape: dict[tuple, list] = {}
-        for p in group["params"]:
-            if p.grad is not None:
-                by_shape.setdefault(tuple(p.shape), []).append(p)
-        for shape, params in by_shape.items():
-            updates = []
-            for p in params:
-                buf = self.state[p].setdefault("momentum", torch.zeros_like(p))
-                buf.mul_(mom).add_(p.grad)
-                updates.append(p.grad.add(buf, alpha=mom))  # Nesterov
-            ortho = orthogonalize(torch.stack(updates))
+        for item in pieces:
+            by_shape.setdefault(tuple(item[2].shape), []).append(item)
+        done: dict[tuple[int, int], torch.Tensor] = {}
+        for shape, items in by_shape.items():
+            ortho = orthogonalize(torch.stack([t for _, _, t in items]))
             scale = max(1.0, shape[0] / shape[1]) ** 0.5
-            for p, u in zip(params, ortho.unbind(0)):
-                if wd:
-                    p.mul_(1 - lr * wd)
-                p.add_(u, alpha=-lr * scale)
+            for (n, k, _), o in zip(items, ortho.unbind(0)):
+                done[(n, k)] = o * scale
+        for n, (p, splits) in enumerate(params):
+            update = torch.cat([done[(n, k)] for k in range(len(splits) if splits else 1)], dim=0)
+            if hasattr(p, "device_mesh"):  # back to this rank's shard (every rank holds the whole update)
+                from torch.distributed.tensor import distribute_tensor
+
+                update = distribute_tensor(update, p.device_mesh, p.placements, src_data_rank=None)
+            if wd:
+                p.mul_(1 - lr * wd)
+            p.add_(update, alpha=-lr)
+
+
+def projection_splits(model: torch.nn.Module) -> dict[int, tuple[int, ...]]:
+    """id(weight) -> the row counts of the projections fused in it (q, k, v; gate, up)."""
+    from fmforge.model.transformer import Attention, SwiGLU
+
+    out = {}
+    for m in model.modules():
+        if isinstance(m, Attention):
+            out[id(m.wqkv.weight)] = (m.n_heads * m.hd, m.n_kv * m.hd, m.n_kv * m.hd)
+        elif isinstance(m, SwiGLU):
+            half = m.w13.weight.shape[0] // 2
+            out[id(m.w13.weight)] = (half, half)
+    return out
 
 
 def build_muon(model: torch.nn.Module, cfg: TrainConfig) -> MuonAdamW:
@@ -97,8 +128,10 @@ def build_muon(model: torch.nn.Module, cfg: TrainConfig) -> MuonAdamW:
         else:
             gains.append(p)
     ratio = cfg.muon_lr / cfg.lr
+    fused = projection_splits(model)
     groups = [
-        {"params": matrices, "muon": True, "lr_scale": ratio, "weight_decay": cfg.weight_decay},
+        {"params": matrices, "muon": True, "lr_scale": ratio, "weight_decay": cfg.weight_decay,
+         "splits": [fused.get(id(p), ()) for p in matrices]},
         {"params": embeds, "muon": False, "weight_decay": 0.0},
         {"params": gains, "muon": False, "weight_decay": 0.0},
     ]

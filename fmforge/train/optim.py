@@ -19,9 +19,6 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device_type: str) 
     if cfg.optimizer == "muon":
         from fmforge.train.muon import build_muon
 
-        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-            raise ValueError("train.optimizer=muon runs on one device for now; use adamw with several")
-
         return build_muon(model, cfg)
     fused = device_type == "cuda"
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused)

@@ -1,13 +1,19 @@
 """Everything about devices and parallelism, kept out of the model and the loop.
 
-One process per device (torchrun sets RANK/WORLD_SIZE/LOCAL_RANK); with more than one,
-each transformer block and then the whole model are sharded with FSDP2 (`fully_shard`).
+One process per device (torchrun sets RANK/WORLD_SIZE/LOCAL_RANK). The recipe's
+`train.parallel.strategy` says how the ranks share the model:
+  single  one process, no wrapper (the plain path);
+  ddp     every rank holds the whole model, gradients are all-reduced once per step;
+  fsdp    FSDP2: each transformer block, then the whole model, sharded (`fully_shard`), with
+          a mixed-precision policy (bf16 parameters on the GPU, fp32 gradient reduction).
 torch.compile wraps each block, which compiles once and is reused by every layer.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -25,6 +31,7 @@ class Runtime:
     autocast_dtype: torch.dtype | None = None
     compile: bool = False
     owns_group: bool = False  # setup() made the process group, so teardown() ends it
+    strategy: str = "single"  # single | ddp | fsdp, set by choose_strategy
 
     @property
     def is_main(self) -> bool:
@@ -56,9 +63,17 @@ def setup(cfg: TrainConfig) -> Runtime:
         device = torch.device("cpu")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-    owns = world > 1 and not dist.is_initialized()
+    # A group also at world size 1 when a strategy is forced (FSDP/DDP on one device, to
+    # measure their overhead); without torchrun's rendezvous an in-process store serves.
+    forced = cfg.parallel.strategy != "auto"
+    owns = (world > 1 or forced) and not dist.is_initialized()
     if owns:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        timeout = timedelta(seconds=cfg.parallel.timeout_s)
+        if "MASTER_ADDR" in os.environ:
+            dist.init_process_group(backend, timeout=timeout)
+        else:
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
     dtype = {"bfloat16": torch.bfloat16, "float32": None}.get(cfg.dtype)
     if cfg.dtype == "auto":
         dtype = torch.bfloat16 if device.type == "cuda" else None
@@ -81,8 +96,22 @@ def prefer_attention(choice: str, device: torch.device) -> None:
     torch._C._set_sdp_priority_order([int(b) for b in order])
 
 
+def choose_strategy(cfg: TrainConfig, n_params: int, world: int) -> tuple[str, str]:
+    """(strategy, why), for the log."""
+    want, cut = cfg.parallel.strategy, cfg.parallel.fsdp_min_params
+    if want != "auto":
+        return want, f"train.parallel.strategy={want}"
+    if world == 1:
+        return "single", "one process"
+    if n_params >= cut:
+        return "fsdp", (f"{n_params / 1e6:,.0f}M params >= train.parallel.fsdp_min_params={cut / 1e6:,.0f}M: "
+                        "shard weights, gradients and optimizer state")
+    return "ddp", (f"{n_params / 1e6:,.1f}M params < train.parallel.fsdp_min_params={cut / 1e6:,.0f}M: "
+                   "a replica fits, one all-reduce per step is cheapest")
+
+
 def parallelize(model: torch.nn.Module, rt: Runtime, activation_checkpointing: bool = False) -> torch.nn.Module:
-    """Move to the device, then (optionally) checkpoint, compile and shard each block."""
+    """Move to the device, then (optionally) checkpoint, compile, and wrap or shard by rt.strategy."""
     model.to(rt.device)
     if activation_checkpointing:
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
@@ -101,36 +130,49 @@ def parallelize(model: torch.nn.Module, rt: Runtime, activation_checkpointing: b
         for block in model.layers:
             block.compile()
         model.loss_head = torch.compile(model.loss_head)
-    if rt.world > 1:
+    if rt.strategy == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         mp = MixedPrecisionPolicy(param_dtype=rt.autocast_dtype or torch.float32, reduce_dtype=torch.float32)
+        # Free each block's gathered weights after its forward and gather again for the
+        # backward (ZeRO-3); on one rank there is nothing to free, so keep them.
+        reshard = rt.world > 1
         for block in model.layers:
-            fully_shard(block, mp_policy=mp)
-        fully_shard(model, mp_policy=mp)
+            fully_shard(block, mp_policy=mp, reshard_after_forward=reshard)
+        fully_shard(model, mp_policy=mp, reshard_after_forward=reshard)
+    elif rt.strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[rt.device] if rt.device.type == "cuda" else None)
     return model
 
 
-def full_state_dicts(model: torch.nn.Module, opt: torch.optim.Optimizer, rt: Runtime) -> tuple[dict, dict]:
-    """Model and optimizer state as whole (unsharded) tensors, the same format on one
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The Transformer inside a DDP wrapper (FSDP2 shards in place: the model is itself)."""
+    return getattr(model, "module", model)
+
+
+def gradient_sync(model: torch.nn.Module, rt: Runtime, sync: bool):
+    """A context for one micro-batch's backward: reduce gradients only when `sync` (the last
+    micro-batch of a step), so a step with accumulation communicates once."""
+    if rt.strategy == "ddp" and not sync:
+        return model.no_sync()
+    if rt.strategy == "fsdp":
+        model.set_requires_gradient_sync(sync)
+    return contextlib.nullcontext()
+
+
+def full_state_dicts(model: torch.nn.Module, opt: torch.optim.Optimizer | None, rt: Runtime) -> tuple[dict, dict]:
+    """Model (and optimizer) state as whole (unsharded) tensors, the same format on one
     device or many. With several ranks every rank must call this (it gathers)."""
-    if rt.world == 1:
-        return model.state_dict(), opt.state_dict()
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+    if rt.strategy == "single":
+        return model.state_dict(), (opt.state_dict() if opt is not None else {})
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
 
-    return get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-
-def load_full_state_dicts(model: torch.nn.Module, opt: torch.optim.Optimizer, model_sd: dict, opt_sd: dict,
-                          rt: Runtime) -> None:
-    if rt.world == 1:
-        model.load_state_dict(model_sd)
-        opt.load_state_dict(opt_sd)
-        return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-    set_state_dict(model, opt, model_state_dict=model_sd, optim_state_dict=opt_sd,
-                   options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False))
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    if opt is None:
+        return get_model_state_dict(model, options=options), {}
+    return get_state_dict(model, opt, options=options)
 
 
 def all_reduce_mean(x: torch.Tensor, rt: Runtime) -> torch.Tensor:

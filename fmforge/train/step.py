@@ -1,0 +1,66 @@
+"""One optimizer step: accumulate gradients over micro-batches, reduce them once, clip, step.
+
+Also the batch arithmetic: the global batch in tokens defines the optimisation; the number
+of micro-batches each rank accumulates follows from the world size. Reused by any loop that
+trains a Transformer-like module on (inputs, targets) batches.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from fmforge.errors import UserError
+from fmforge.train.parallelize import Runtime, all_reduce_mean, gradient_sync
+
+
+def accumulation(global_batch_tokens: int | None, micro_batch: int, seq: int, world: int) -> int:
+    """Micro-batches per rank per step. The global batch must be a whole number of
+    micro-batches on every rank: otherwise say which values would work, never round."""
+    per_micro = micro_batch * seq * world
+    if not global_batch_tokens:
+        return 1
+    if global_batch_tokens % per_micro:
+        lo = max(1, global_batch_tokens // per_micro) * per_micro
+        raise UserError(
+            f"train.global_batch_tokens={global_batch_tokens:,} is not a multiple of train.micro_batch × "
+            f"model.context_length × ranks = {micro_batch}×{seq}×{world} = {per_micro:,} tokens: set it to "
+            f"{lo:,} or {lo + per_micro:,}, or change train.micro_batch so that it divides")
+    return global_batch_tokens // per_micro
+
+
+@dataclass
+class StepResult:
+    loss: float  # mean over the global batch, the same on every rank
+    grad_norm: float  # before clipping
+    finite: bool  # False: the step was not applied (NaN/inf loss or gradient)
+
+
+class TrainStep:
+    def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer, rt: Runtime, accum: int,
+                 grad_clip: float):
+        self.model, self.opt, self.rt, self.accum, self.grad_clip = model, opt, rt, accum, grad_clip
+
+    def __call__(self, next_batch) -> StepResult:
+        """`next_batch()` gives this rank's (inputs, targets) on the CPU, `accum` times."""
+        rt, model = self.rt, self.model
+        total = torch.zeros((), device=rt.device)
+        for i in range(self.accum):
+            x, y = next_batch()
+            x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
+            with gradient_sync(model, rt, sync=i == self.accum - 1):
+                with rt.autocast():
+                    loss = model(x, y)
+                (loss / self.accum).backward()
+            total += loss.detach() / self.accum
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip or float("inf"))
+        loss_val = float(all_reduce_mean(total, rt))
+        if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
+            grad_norm = grad_norm.full_tensor()
+        gn = float(grad_norm)
+        finite = math.isfinite(loss_val) and math.isfinite(gn)
+        if finite:
+            self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return StepResult(loss_val, gn, finite)

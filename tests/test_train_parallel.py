@@ -1,0 +1,52 @@
+"""In-process parts of multi-device training: the strategy choice, the batch arithmetic,
+and Muon's per-projection orthogonalisation of fused weights."""
+import pytest
+import torch
+
+from fmforge.config import ModelConfig, TrainConfig
+from fmforge.errors import UserError
+from fmforge.model.transformer import Transformer
+from fmforge.train.muon import build_muon, orthogonalize
+from fmforge.train.parallelize import choose_strategy
+from fmforge.train.step import accumulation
+
+
+def test_strategy_auto_by_size_and_forced():
+    cfg = TrainConfig(max_steps=1, parallel={"fsdp_min_params": 1000})
+    assert choose_strategy(cfg, 10**6, 1)[0] == "single"
+    assert choose_strategy(cfg, 999, 8)[0] == "ddp"
+    name, why = choose_strategy(cfg, 1000, 8)
+    assert name == "fsdp" and "fsdp_min_params" in why
+    forced = TrainConfig(max_steps=1, parallel={"strategy": "ddp"})
+    assert choose_strategy(forced, 10**12, 4) == ("ddp", "train.parallel.strategy=ddp")
+
+
+def test_global_batch_sets_accumulation_and_refuses_remainders():
+    assert accumulation(524288, 32, 1024, 1) == 16
+    assert accumulation(524288, 32, 1024, 8) == 2
+    assert accumulation(None, 4, 64, 2) == 1
+    with pytest.raises(UserError, match=r"global_batch_tokens=524,288 .* 32×1024×3 = 98,304 .* 491,520 or 589,824"):
+        accumulation(524288, 32, 1024, 3)
+
+
+def test_muon_orthogonalises_each_projection_of_a_fused_weight():
+    """From zero momentum the first update of wqkv (q|k|v rows) is lr·NS(u) per projection,
+    u = (1 + momentum)·grad (Nesterov): the Newton-Schulz map applied to each projection's
+    rows apart, which differs from applying it to the fused matrix."""
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=64, d_model=64, n_layers=1, n_heads=4, n_kv_heads=2,
+                                    context_length=16))
+    opt = build_muon(model, TrainConfig(max_steps=1, muon_lr=0.02, lr=0.01, weight_decay=0.0))
+    w = model.layers[0].attn.wqkv.weight
+    before = w.detach().clone()
+    x = torch.randint(0, 64, (4, 16))
+    model(x, x).backward()
+    u = w.grad.detach() * 1.95
+    for group in opt.param_groups:
+        group["lr"] = 0.02 if group["muon"] else 0.0
+    opt.step()
+    update = (before - w.detach()) / 0.02
+    rows = [64, 32, 32]  # q: 4 heads × 16, k and v: 2 KV heads × 16; each wider than tall: scale 1
+    apart = torch.cat([orthogonalize(p) for p in u.split(rows, dim=0)])
+    assert torch.allclose(update, apart, atol=1e-5)
+    assert not torch.allclose(update, orthogonalize(u) * 3 ** 0.5, atol=1e-2)
