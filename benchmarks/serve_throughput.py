@@ -10,7 +10,8 @@ At concurrency c, c requests are submitted together, `--rounds` times; throughpu
 generated tokens over the wall time, latency is each request's submit-to-last-token time
 (p50/p99). For HF one `generate` call on the batch of c is one round (every request in it
 finishes when the call does). fmforge variants: `eager` (no CUDA graphs), `graphs` (decode
-steps in CUDA graphs), `compile` (torch.compile'd layer pieces inside the graphs).
+steps in CUDA graphs), `compile` (torch.compile'd layer pieces inside the graphs), `compile-step` (the whole
+decode step compiled as one graph, inside the CUDA graphs).
 
     python3 benchmarks/serve_throughput.py --out DIR            # CUDA: the full run
     python3 benchmarks/serve_throughput.py --device cpu --tiny --out DIR
@@ -65,7 +66,7 @@ def run_fmforge(model, prompts_by_c, a, variant: str) -> list[dict]:
     from fmforge.serve.scheduler import Scheduler, Sequence
 
     eng = Engine(model, max(prompts_by_c), a.prompt_len + a.new_tokens, graphs=variant != "eager",
-                 compile=variant == "compile")
+                 compile={"compile": "pieces", "compile-step": "step"}.get(variant, False))
     t0 = time.perf_counter()
     eng.warmup(None, [a.prompt_len + a.new_tokens])  # every batch bucket's graph (and compile), in this thread
     print(f"{variant:>8} warm-up {time.perf_counter() - t0:.1f}s", flush=True)
@@ -171,8 +172,8 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=None, help="default 128 (tiny: 16)")
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds per concurrency (fmforge)")
     ap.add_argument("--hf-rounds", type=int, default=1, help="timed generate calls per concurrency (HF)")
-    ap.add_argument("--variants", default=None, help="fmforge variants: eager,graphs,compile (default: CUDA "
-                                                     "graphs,compile,eager; CPU eager)")
+    ap.add_argument("--variants", default=None, help="fmforge variants: eager,graphs,compile,compile-step (default: "
+                                                     "CUDA compile-step,compile,graphs,eager; CPU eager)")
     ap.add_argument("--no-hf", action="store_true", help="skip HF generate")
     ap.add_argument("--dtype", default=None, help="bfloat16 (default on CUDA) or float32 (default on CPU)")
     ap.add_argument("--out", default=None, help="folder for serve_throughput.json and bench.json "
@@ -185,7 +186,7 @@ def main() -> None:
     a.concurrency = a.concurrency or ("1,4" if a.tiny else "1,8,32,128")
     a.prompt_len = a.prompt_len or (16 if a.tiny else 128)
     a.new_tokens = a.new_tokens or (16 if a.tiny else 128)
-    a.variants = a.variants or ("graphs,compile,eager" if a.device == "cuda" else "eager")
+    a.variants = a.variants or ("compile-step,compile,graphs,eager" if a.device == "cuda" else "eager")
     if a.device == "cpu":
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     header = provenance(a, peers=("transformers",))

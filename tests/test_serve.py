@@ -40,9 +40,11 @@ def test_cached_greedy_equals_recomputation(model, buckets):
 
 @pytest.mark.slow
 @pytest.mark.skipif(__import__("shutil").which("cc") is None, reason="torch.compile on the CPU needs a C compiler")
-def test_compiled_pieces_equal_recomputation(model):
-    """serve.compile: the torch.compile'd layer pieces (what runs inside the CUDA graphs on a GPU)."""
-    got = greedy(model, PROMPTS, 6, compile=True, buckets=True)
+@pytest.mark.parametrize("mode", ["pieces", "step"])
+def test_compiled_equal_recomputation(model, mode):
+    """serve.compile: the torch.compile'd layer pieces or whole step (what runs inside the CUDA
+    graphs on a GPU)."""
+    got = greedy(model, PROMPTS, 6, compile=mode, buckets=True)
     for p, g in zip(PROMPTS, got):
         assert g == recompute(model, p, 6)
 

@@ -31,9 +31,11 @@ class SlotCache:
 
     def __init__(self, model: Transformer, slots: int, max_len: int):
         c, p = model.cfg, model.embed.weight
-        shape = (c.n_layers, slots, c.kv_heads, max_len, c.head_dim)
-        self.k = torch.zeros(shape, device=p.device, dtype=p.dtype)
-        self.v = torch.zeros_like(self.k)
+        # one tensor per layer, not one (layers, ...) tensor: a compiled step writes into each
+        # as a graph input of its own, where a write into a view of one big input may copy it
+        shape = (slots, c.kv_heads, max_len, c.head_dim)
+        self.k = [torch.zeros(shape, device=p.device, dtype=p.dtype) for _ in range(c.n_layers)]
+        self.v = [torch.zeros_like(k) for k in self.k]
         self.slots, self.max_len = slots, max_len
 
 
@@ -71,11 +73,13 @@ def _out_mlp(x, y, w_o, w_mnorm, w_13, w_2, eps: float):
 
 class Engine:
     """Prefill and decode over a SlotCache. `graphs`: capture decode steps in CUDA graphs
-    (default: on CUDA); `compile`: torch.compile the layer pieces first; `buckets`: run
-    steps at the padded static shapes even without graphs (what tests check on a CPU)."""
+    (default: on CUDA); `compile`: torch.compile the whole decode step (True or "step": one
+    graph over every layer, so the fusions cross layer boundaries) or only the layer pieces
+    ("pieces": faster to compile); `buckets`: run steps at the padded static shapes even
+    without graphs (what tests check on a CPU)."""
 
     def __init__(self, model: Transformer, slots: int, max_len: int | None = None,
-                 graphs: bool | None = None, compile: bool = False, buckets: bool | None = None):
+                 graphs: bool | None = None, compile: bool | str = False, buckets: bool | None = None):
         c = model.cfg
         max_len = max_len or c.context_length
         if max_len > c.context_length:
@@ -93,12 +97,18 @@ class Engine:
                         None if b.attn.k_norm is None else b.attn.k_norm.weight,
                         b.attn.wo.weight, b.mlp_norm.weight, b.mlp.w13.weight, b.mlp.w2.weight)
                        for b in model.layers]
+        if compile not in (False, True, "step", "pieces"):
+            raise ValueError(f"compile={compile!r}: expected False, True, 'step' or 'pieces'")
         self.qkv_fn, self.attend_fn, self.out_fn = _qkv, _attend_one, _out_mlp
-        if compile:  # one compiled function per piece serves all layers; shapes turn dynamic on recompile
+        self._step = self._step_eager
+        if compile:  # shapes turn dynamic on the first recompile, so a few compiles cover every bucket
             for knob in ("recompile_limit", "cache_size_limit"):
                 if hasattr(torch._dynamo.config, knob):
                     setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), 64))
+        if compile == "pieces":  # one compiled function per piece serves all layers
             self.qkv_fn, self.attend_fn, self.out_fn = (torch.compile(f) for f in (_qkv, _attend_one, _out_mlp))
+        elif compile:
+            self._step = torch.compile(self._step_eager, fullgraph=True)
         self._captured: dict[tuple[int, int], tuple] = {}
         self._pool = None
         self._ar = torch.arange(max_len, device=self.device)
@@ -135,7 +145,7 @@ class Engine:
         return out
 
     # ------------------------------------------------------------------ decode
-    def _step(self, tok: torch.Tensor, pos: torch.Tensor, length: int) -> torch.Tensor:
+    def _step_eager(self, tok: torch.Tensor, pos: torch.Tensor, length: int) -> torch.Tensor:
         """Logits (b, V) for one token per slot 0..b-1; attends to the first `length` positions."""
         b = tok.shape[0]
         cos, sin = self.model.rope_cos[pos][:, None, None], self.model.rope_sin[pos][:, None, None]
@@ -238,8 +248,8 @@ class Engine:
 
     def move(self, src: int, dst: int) -> None:
         """Slot src's keys/values into slot dst (keeps running sequences in slots 0..n-1)."""
-        self.cache.k[:, dst].copy_(self.cache.k[:, src])
-        self.cache.v[:, dst].copy_(self.cache.v[:, src])
+        for kv in (*self.cache.k, *self.cache.v):
+            kv[dst].copy_(kv[src])
 
 
 def greedy(model: Transformer, prompts: list[list[int]], max_new: int, **engine_kw) -> list[list[int]]:
