@@ -133,7 +133,11 @@ def parallelize(model: torch.nn.Module, rt: Runtime, activation_checkpointing: b
     if rt.strategy == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        mp = MixedPrecisionPolicy(param_dtype=rt.autocast_dtype or torch.float32, reduce_dtype=torch.float32)
+        # Reduce gradients in fp32 across ranks; on one rank there is nothing to sum, so the
+        # bf16 gradient goes through as it is (cast to the fp32 shard after: the same numbers,
+        # half the bytes through the reduce-scatter's buffers).
+        param_dtype = rt.autocast_dtype or torch.float32
+        mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if rt.world > 1 else param_dtype)
         # Free each block's gathered weights after its forward and gather again for the
         # backward (ZeRO-3); on one rank there is nothing to free, so keep them.
         reshard = rt.world > 1
