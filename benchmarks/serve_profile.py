@@ -75,7 +75,9 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--dtype", default=None)
-    ap.add_argument("--variants", default="graphs,step", help="graphs (no compile), step, pieces")
+    ap.add_argument("--variants", default="graphs,step,step-tuned",
+                    help="graphs (no compile), step, pieces, step-tuned (step with Inductor's "
+                         "coordinate-descent tuning of its kernels' launch settings)")
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--length", type=int, default=256, help="attended length (prompt + generated)")
     ap.add_argument("--steps", type=int, default=200)
@@ -93,9 +95,17 @@ def main() -> None:
     print(f"weights {nbytes / 1e9:.2f} GB read in {read_ms:.3f} ms ({nbytes / read_ms / 1e9:.2f} TB/s)", flush=True)
     batches = [int(b) for b in a.batches.split(",")]
     length = min(a.length, model.cfg.context_length)
+    out = Path(a.out) / ("serve_profile" + ("-tiny" if a.tiny else "") + ".json") if a.out else None
     for v in a.variants.split(","):
+        if v == "step-tuned":
+            import torch._inductor.config as inductor_config
+
+            inductor_config.coordinate_descent_tuning = True
+        t0 = time.perf_counter()
         eng = Engine(model, max(batches), length, graphs=cuda, buckets=True,
-                     compile={"graphs": False, "step": "step", "pieces": "pieces"}[v])
+                     compile={"graphs": False, "step": "step", "pieces": "pieces", "step-tuned": "step"}[v])
+        eng.warmup(batches, [length])
+        figures.setdefault("warmup_s", {})[v] = round(time.perf_counter() - t0, 1)
         rows = {}
         for b in batches:
             toks, pos = [1] * b, [length - 8] * b
@@ -120,9 +130,8 @@ def main() -> None:
                 print(f"          {k['us_per_step']:9.1f} us  x{k['count_per_step']:<6g} {k['name'][:80]}")
         figures["variants"][v] = rows
         del eng
-    path = write_result("serve_profile" + ("-tiny" if a.tiny else ""), header, figures,
-                        Path(a.out) / ("serve_profile" + ("-tiny" if a.tiny else "") + ".json") if a.out else None)
-    print(f"wrote {path}")
+        out = write_result("serve_profile" + ("-tiny" if a.tiny else ""), header, figures, out)  # after each variant
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
