@@ -251,3 +251,15 @@ def test_decontamination_against_real_eval_sets(tmp_path):
     raw = docs_table(tmp_path, docs, shards=1)
     s = prepare(raw, tmp_path / "out", cfg(languages=[], workers=1), decontaminate=[str(SHARED / "eval" / "tasks"), str(SHARED / "eval" / "humaneval")])
     assert s.removed == {"contaminated": 1} and s.examples["contaminated"][0]["where"] == "p:d2"
+
+
+def test_data_and_tokenizer_commands_start_without_torch():
+    """Data preparation needs no torch, and every data/tokenizer command starts a process: the
+    CLI with every stage's verbs mounted must not import it (eval's commands once did, ~1 s of
+    each command's start-up, the bulk of encode's fixed cost at 16 workers)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, fmforge.cli, fmforge.data.prepare, fmforge.tokenizer.encode; "
+            "sys.exit('torch imported' if 'torch' in sys.modules else 0)")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-import torch
 import typer
 
 from fmforge.config import EvalConfig
@@ -14,7 +13,9 @@ from fmforge.errors import UserError
 from fmforge.outputs import atomic_write_text, claimed, locked
 
 
-def _device(name: str | None) -> torch.device:
+def _device(name: str | None):
+    import torch  # lazily: every CLI command mounts this module, and data verbs need no torch
+
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -79,6 +80,10 @@ def eval_model(model: Path, specs: list[str], out: Path, e: EvalConfig, per_item
         loaded = load_for_eval(model, dev, e.batch_tokens)
         lm = loaded.lm
         if dev.type == "cuda":
+            import torch
+
+            import torch
+
             lm.autocast = torch.autocast("cuda", dtype=torch.bfloat16)
         tasks, items = run_tasks(lm, specs, e, limit or e.task_limit)
         result = {"model": str(model), "model_kind": loaded.kind, "tasks": tasks, "core": core_score(tasks),
