@@ -21,12 +21,14 @@ PLAIN = "Grüße aus Köln, naïve café déjà vu."
 def write_warc(path, records, gz=True):
     with open(path, "wb") as f:
         w = WARCWriter(f, gzip=gz)
-        for kind, url, headers, body in records:
+        for kind, url, headers, body, *extra in records:
+            warc_headers = extra[0] if extra else None  # e.g. WARC-Identified-Content-Language
             if kind == "response":
                 http = StatusAndHeaders("200 OK", headers, protocol="HTTP/1.1")
-                rec = w.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=http)
+                rec = w.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=http,
+                                           warc_headers_dict=warc_headers)
             else:
-                rec = w.create_warc_record(url, kind, payload=io.BytesIO(body),
+                rec = w.create_warc_record(url, kind, payload=io.BytesIO(body), warc_headers_dict=warc_headers,
                                            warc_content_type=dict(headers).get("Content-Type", "text/html"))
             w.write_record(rec)
 
@@ -54,6 +56,10 @@ def test_content_and_transfer_encodings(tmp_path):
         "rawdeflate": ([ct, ("Content-Encoding", "deflate")], zlib.compress(body)[2:-4]),
         "br": ([ct, ("Content-Encoding", "br")], brotli.compress(body)),
         "zstd": ([ct, ("Content-Encoding", "zstd")], zstandard.ZstdCompressor().compress(body)),
+        # a body of several gzip members / zstd frames (a decompressor object stops after the first)
+        "gzip-2members": ([ct, ("Content-Encoding", "gzip")], gzip.compress(body[:9]) + gzip.compress(body[9:])),
+        "zstd-2frames": ([ct, ("Content-Encoding", "zstd")],
+                         zstandard.ZstdCompressor().compress(body[:9]) + zstandard.ZstdCompressor().compress(body[9:])),
         "chunked": ([ct, ("Transfer-Encoding", "chunked")], chunked(body)),
         "chunked+gzip": ([ct, ("Transfer-Encoding", "chunked"), ("Content-Encoding", "gzip")], chunked(gzip.compress(body))),
     }
@@ -67,16 +73,37 @@ def test_content_and_transfer_encodings(tmp_path):
     assert meta["record_id"].startswith("<urn:uuid:") and meta["date"]
 
 
-def test_undecodable_bodies_counted(tmp_path):
+def _undecodable_cases():
+    import brotli
+    import zstandard
+
+    text = (PLAIN * 40).encode()
+    gz, br, zs = gzip.compress(text), brotli.compress(text), zstandard.ZstdCompressor().compress(text)
+    return {  # coding header, body, what the example says
+        "gzip-cut": ("Content-Encoding", "gzip", gz[:len(gz) // 2], "gzip body is truncated"),
+        "deflate-damaged": ("Content-Encoding", "deflate", b"\x78\x9c" + b"\xff" * 40, "deflate: error: "),
+        "br-cut": ("Content-Encoding", "br", br[:len(br) // 2], "br: error: "),
+        "zstd-cut": ("Content-Encoding", "zstd", zs[:len(zs) // 2], "zstd body is truncated"),
+        "zstd-junk": ("Content-Encoding", "zstd", b"\x00" * 40, "zstd: ZstdError: "),
+        "unknown": ("Content-Encoding", "compress", b"\x1f\x9d\x90abc", "unknown content encoding 'compress'"),
+        "chunk-size": ("Transfer-Encoding", "chunked", b"zz\r\nabc", "bad chunk size b'zz'"),
+        "chunk-last": ("Transfer-Encoding", "chunked", b"5\r\nhello\r\n", "chunked body ends before its last chunk"),
+        "chunk-overrun": ("Transfer-Encoding", "chunked", b"50\r\nhello\r\n0\r\n\r\n", "chunk runs past the end of the body"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_undecodable_cases()))
+def test_undecodable_bodies_counted(tmp_path, case):
+    header, coding, body, says = _undecodable_cases()[case]
     ct = ("Content-Type", "text/plain")
     p = tmp_path / "bad.warc"
-    write_warc(p, [("response", "https://e.org/g", [ct, ("Content-Encoding", "gzip")], gzip.compress(bytes(range(256)) * 4)[:60]),
-                   ("response", "https://e.org/c", [ct, ("Transfer-Encoding", "chunked")], b"zz\r\nabc"),
-                   ("response", "https://e.org/ok", [ct], b"fine text")], gz=False)
+    write_warc(p, [("response", "https://e.org/ok1", [ct], b"fine text"),
+                   ("response", f"https://e.org/{case}", [ct, (header, coding)], body),
+                   ("response", "https://e.org/ok2", [ct], b"more text")], gz=False)
     docs, st = read(p)
-    assert [d["text"] for d in docs] == ["fine text"]
-    assert st.skipped == {"warc_undecodable_body": 2}
-    assert "https://e.org/g" in st.examples["warc_undecodable_body"][0]
+    assert [d["text"] for d in docs] == ["fine text", "more text"]
+    assert st.skipped == {"warc_undecodable_body": 1}
+    assert st.examples["warc_undecodable_body"][0].startswith(f"{p}: record 2 (https://e.org/{case}): {says}")
 
 
 @pytest.mark.parametrize("charset,header,meta", [

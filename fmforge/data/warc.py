@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
@@ -51,28 +52,39 @@ def decode_content(body: bytes, coding: str) -> bytes:
     if coding in ("", "identity"):
         return body
     try:
-        if coding in ("gzip", "x-gzip"):
-            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif coding == "deflate":  # zlib-wrapped per the RFC; raw deflate as servers often send
-            d = zlib.decompressobj(zlib.MAX_WBITS if body[:1] == b"\x78" else -zlib.MAX_WBITS)
-        elif coding == "br":
+        if coding == "br":
             import brotli
 
-            return brotli.decompress(body)
-        elif coding == "zstd":
+            return brotli.decompress(body)  # raises on a cut or damaged stream
+        if coding in ("gzip", "x-gzip"):
+            return _members(body, partial(zlib.decompressobj, 16 + zlib.MAX_WBITS), coding, b"\x1f\x8b")
+        if coding == "deflate":  # zlib-wrapped per the RFC; raw deflate as servers often send
+            wbits = zlib.MAX_WBITS if body[:1] == b"\x78" else -zlib.MAX_WBITS
+            return _members(body, partial(zlib.decompressobj, wbits), coding, None)
+        if coding == "zstd":
             import zstandard
 
-            return zstandard.ZstdDecompressor().decompressobj().decompress(body)
-        else:
-            raise BodyError(f"unknown content encoding {coding!r}")
-        out = d.decompress(body)
-        if not d.eof:
-            raise BodyError(f"{coding} body is truncated")
-        return out
+            return _members(body, zstandard.ZstdDecompressor().decompressobj, coding, b"\x28\xb5\x2f\xfd")
+        raise BodyError(f"unknown content encoding {coding!r}")
     except BodyError:
         raise
     except Exception as e:
         raise BodyError(f"{coding}: {type(e).__name__}: {e}") from None
+
+
+def _members(body: bytes, decompressor, coding: str, magic: bytes | None) -> bytes:
+    """Every gzip member / zstd frame of the body: a server may send several, and one
+    decompressor object stops after the first. A cut one is an error, not a short text;
+    bytes after the last one that start no member (padding, junk) are ignored, as browsers do."""
+    out = bytearray()
+    while True:
+        d = decompressor()
+        out += d.decompress(body)
+        if not d.eof:
+            raise BodyError(f"{coding} body is truncated")
+        body = d.unused_data
+        if magic is None or not body.startswith(magic):
+            return bytes(out)
 
 
 def decode_body(body: bytes, headers) -> bytes:
