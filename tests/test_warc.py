@@ -141,6 +141,78 @@ def test_record_types(tmp_path):
                           "warc_content_type:image/png": 1, "warc_content_type:application/json": 1}
 
 
+def warcio_headers(path, name):
+    """One WARC header of every response/resource record, as warcio (the peer) reads the file."""
+    from warcio.archiveiterator import ArchiveIterator
+
+    with open(path, "rb") as f:
+        return [r.rec_headers.get_header(name) for r in ArchiveIterator(f) if r.rec_type in ("response", "resource")]
+
+
+def test_meta_keeps_url_date_type_language_record_id(tmp_path):
+    p = tmp_path / "m.warc.gz"
+    write_warc(p, [("response", "https://e.org/de", [("Content-Type", "text/html; charset=utf-8")],
+                    "<html><body><p>Guten Tag.</p></body></html>".encode(), {"WARC-Identified-Content-Language": "deu"}),
+                   ("resource", "https://e.org/x", [("Content-Type", "application/xhtml+xml")],
+                    b'<?xml version="1.0"?><html xmlns="http://www.w3.org/1999/xhtml"><body><p>XHTML body.</p></body></html>')])
+    docs, st = read(p)
+    assert [d["text"] for d in docs] == ["Guten Tag.", "XHTML body."] and st.skipped == {}
+    metas = [json.loads(d["meta"]) for d in docs]
+    assert [m["url"] for m in metas] == ["https://e.org/de", "https://e.org/x"]
+    assert [m["content_type"] for m in metas] == ["text/html", "application/xhtml+xml"]
+    assert [m["record_id"] for m in metas] == warcio_headers(p, "WARC-Record-ID")
+    assert [m["date"] for m in metas] == warcio_headers(p, "WARC-Date")
+    # the crawler's language when it wrote one; else "text" (prose, as for a .txt file)
+    assert [m["language"] for m in metas] == ["deu", "text"]
+
+
+def _one_page(tmp_path, ctype, html: bytes) -> str:
+    p = tmp_path / "cs.warc.gz"
+    write_warc(p, [("response", "https://e.org/", [("Content-Type", ctype)], html)])
+    docs, st = read(p)
+    assert len(docs) == 1 and st.skipped == {}
+    return docs[0]["text"]
+
+
+@pytest.mark.parametrize("header,meta,read_as", [
+    ("utf-8", "windows-1252", "utf-8"),  # the header wins over the meta tag ...
+    ("windows-1252", "utf-8", "cp1252"),
+    (None, "windows-1252", "cp1252"),  # ... and the meta tag over detection (the bytes are valid UTF-8)
+    ("bogus-charset", "windows-1252", "cp1252"),  # a charset no codec knows is passed over
+])
+def test_charset_order(tmp_path, header, meta, read_as):
+    text = "Café crème déjà vu à Paris"
+    raw = text.encode("utf-8")
+    html = b'<html><head><meta charset="' + meta.encode() + b'"></head><body><p>' + raw + b"</p></body></html>"
+    ctype = "text/html" + (f"; charset={header}" if header else "")
+    assert _one_page(tmp_path, ctype, html) == raw.decode(read_as)
+
+
+@pytest.mark.parametrize("charset,text", [
+    ("cp1252", "Les élèves étaient très fâchés contre le garçon qui a mangé la crêpe – «déjà» vu."),
+    ("shift_jis", "東京都は日本の首都であり、多くの人が住んでいます。これは本文です。"),
+    ("cp1251", "Москва является столицей России и крупнейшим по численности населения городом страны."),
+])
+def test_charset_detected_when_undeclared(tmp_path, charset, text):
+    html = f"<html><head><title>t</title></head><body><p>{text}</p></body></html>".encode(charset)
+    assert _one_page(tmp_path, "text/html", html) == text
+
+
+def test_binary_body_reaches_prepare_and_is_removed(tmp_path):
+    """A gzip body sent without Content-Encoding (a misconfigured server) is read as text;
+    prepare's binary guard removes it under its own reason."""
+    body = gzip.compress(("<html><body><p>" + "words of a page " * 200 + "</p></body></html>").encode(), mtime=0)
+    p = tmp_path / "mislabelled.warc.gz"
+    write_warc(p, [("response", "https://e.org/z", [("Content-Type", "text/html")], body)])
+    docs, _ = read(p)
+    assert len(docs) == 1
+    text = docs[0]["text"]
+    control = sum(ord(c) < 32 and c not in "\t\n\r\f" for c in text) / len(text)
+    assert control > 0.01  # what the guard's default threshold removes
+    kept, st = _run_stages(text)
+    assert kept == [] and dict(st.removed) == {"binary_control_chars": 1}
+
+
 def test_trafilatura_option(tmp_path):
     body = "<p>" + "This is the main article text of the page, long enough to be kept. " * 5 + "</p>"
     html = f"<html><body><nav>Home | About</nav><article>{body}</article><footer>Copyright</footer></body></html>"
