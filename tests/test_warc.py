@@ -275,6 +275,37 @@ def test_corrupt_file_keeps_earlier_records(tmp_path):
     assert st.skipped == {"truncated_file": 1} and "after record 1" in st.examples["truncated_file"][0]
 
 
+@pytest.mark.parametrize("gz", [True, False])
+@pytest.mark.parametrize("damage", ["length+100", "length-100", "junk-between"])
+def test_damaged_record_boundary(tmp_path, gz, damage):
+    """A record whose Content-Length is wrong would give text cut short or carrying the next
+    record's header: it is counted, not emitted. Junk after a whole record keeps that record."""
+    import re
+
+    texts = [f"doc {i} " * 50 for i in range(3)]
+    p = tmp_path / ("full.warc.gz" if gz else "full.warc")
+    write_warc(p, [("response", f"https://e.org/{i}", [("Content-Type", "text/plain")], t.encode()) for i, t in enumerate(texts)], gz=gz)
+    data, spans = p.read_bytes(), record_spans(p)
+    off, end = spans[1][0], spans[2][0]  # record 2, with the CRLF CRLF after a plain record's block
+    rec = gzip.decompress(data[off:end]) if gz else data[off:end]
+    if damage == "junk-between":
+        rec += b"JUNK\r\n" * 3 if not gz else b""  # gzip: its own member, after record 2's
+    else:
+        n = int(re.search(rb"Content-Length: (\d+)", rec).group(1))
+        rec = re.sub(rb"Content-Length: \d+", b"Content-Length: %d" % (n + int(damage[6:])), rec, count=1)
+    bad = tmp_path / p.name.replace("full", "bad")
+    junk = gzip.compress(b"JUNK\r\n" * 3) if gz and damage == "junk-between" else b""
+    bad.write_bytes(data[:off] + (gzip.compress(rec) if gz else rec) + junk + data[end:])
+    docs, st = read(bad)
+    assert st.skipped == {"truncated_file": 1}
+    ex = st.examples["truncated_file"][0]
+    if damage == "junk-between":
+        assert [d["text"] for d in docs] == texts[:2] and ex.startswith(f"{bad}: after record 2: ")
+    else:
+        assert [d["text"] for d in docs] == texts[:1]
+        assert ex.startswith(f"{bad}: record 2 (https://e.org/1): its block does not end where its Content-Length says")
+
+
 @pytest.mark.parametrize("name,content", [
     ("junk.warc", b"not a warc file at all\r\n" * 10),
     ("junk.warc.gz", gzip.compress(b"<html><body>an HTML page named .warc.gz</body></html>")),
