@@ -354,6 +354,29 @@ def test_collect_cli_counts(tmp_path):
     assert out["docs"] == 2 and out["skipped"] == {"warc_content_type:image/png": 1}
 
 
+def test_collect_cli_html_extractor(tmp_path):
+    from typer.testing import CliRunner
+
+    from fmforge.cli import app
+    from fmforge.config import RecipeError, load_recipe
+
+    main = "This is the main article text of the page, long enough to be kept. " * 5
+    html = f"<html><body><nav>Home | About | Contact</nav><article><p>{main}</p></article><footer>Copyright 2026</footer></body></html>"
+    p = tmp_path / "t.warc.gz"
+    write_warc(p, [("response", "https://e.org/", [("Content-Type", "text/html; charset=utf-8")], html.encode())])
+    r = CliRunner().invoke(app, ["data", "collect", str(p), "--out", str(tmp_path / "out"), "--html-extractor", "trafilatura"])
+    assert r.exit_code == 0, r.output
+    import pyarrow.parquet as pq
+
+    texts = [t for f in sorted((tmp_path / "out").glob("*.parquet")) for t in pq.read_table(f).column("text").to_pylist()]
+    assert texts == [main.strip()]
+    r = CliRunner().invoke(app, ["data", "collect", str(p), "--out", str(tmp_path / "o2"), "--html-extractor", "lxml"])
+    assert r.exit_code == 2 and "--html-extractor" in r.output
+    assert load_recipe(None, ["data.html_extractor=trafilatura"]).data.html_extractor == "trafilatura"
+    with pytest.raises(RecipeError, match="html_extractor"):
+        load_recipe(None, ["data.html_extractor=lxml"])
+
+
 def _run_stages(text):
     from fmforge.config import DataConfig
     from fmforge.data.stages import Stages
