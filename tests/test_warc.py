@@ -21,12 +21,14 @@ PLAIN = "Grüße aus Köln, naïve café déjà vu."
 def write_warc(path, records, gz=True):
     with open(path, "wb") as f:
         w = WARCWriter(f, gzip=gz)
-        for kind, url, headers, body in records:
+        for kind, url, headers, body, *extra in records:
+            warc_headers = extra[0] if extra else None  # e.g. WARC-Identified-Content-Language
             if kind == "response":
                 http = StatusAndHeaders("200 OK", headers, protocol="HTTP/1.1")
-                rec = w.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=http)
+                rec = w.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=http,
+                                           warc_headers_dict=warc_headers)
             else:
-                rec = w.create_warc_record(url, kind, payload=io.BytesIO(body),
+                rec = w.create_warc_record(url, kind, payload=io.BytesIO(body), warc_headers_dict=warc_headers,
                                            warc_content_type=dict(headers).get("Content-Type", "text/html"))
             w.write_record(rec)
 
@@ -54,6 +56,10 @@ def test_content_and_transfer_encodings(tmp_path):
         "rawdeflate": ([ct, ("Content-Encoding", "deflate")], zlib.compress(body)[2:-4]),
         "br": ([ct, ("Content-Encoding", "br")], brotli.compress(body)),
         "zstd": ([ct, ("Content-Encoding", "zstd")], zstandard.ZstdCompressor().compress(body)),
+        # a body of several gzip members / zstd frames (a decompressor object stops after the first)
+        "gzip-2members": ([ct, ("Content-Encoding", "gzip")], gzip.compress(body[:9]) + gzip.compress(body[9:])),
+        "zstd-2frames": ([ct, ("Content-Encoding", "zstd")],
+                         zstandard.ZstdCompressor().compress(body[:9]) + zstandard.ZstdCompressor().compress(body[9:])),
         "chunked": ([ct, ("Transfer-Encoding", "chunked")], chunked(body)),
         "chunked+gzip": ([ct, ("Transfer-Encoding", "chunked"), ("Content-Encoding", "gzip")], chunked(gzip.compress(body))),
     }
@@ -67,16 +73,37 @@ def test_content_and_transfer_encodings(tmp_path):
     assert meta["record_id"].startswith("<urn:uuid:") and meta["date"]
 
 
-def test_undecodable_bodies_counted(tmp_path):
+def _undecodable_cases():
+    import brotli
+    import zstandard
+
+    text = (PLAIN * 40).encode()
+    gz, br, zs = gzip.compress(text), brotli.compress(text), zstandard.ZstdCompressor().compress(text)
+    return {  # coding header, body, what the example says
+        "gzip-cut": ("Content-Encoding", "gzip", gz[:len(gz) // 2], "gzip body is truncated"),
+        "deflate-damaged": ("Content-Encoding", "deflate", b"\x78\x9c" + b"\xff" * 40, "deflate: error: "),
+        "br-cut": ("Content-Encoding", "br", br[:len(br) // 2], "br: error: "),
+        "zstd-cut": ("Content-Encoding", "zstd", zs[:len(zs) // 2], "zstd body is truncated"),
+        "zstd-junk": ("Content-Encoding", "zstd", b"\x00" * 40, "zstd: ZstdError: "),
+        "unknown": ("Content-Encoding", "compress", b"\x1f\x9d\x90abc", "unknown content encoding 'compress'"),
+        "chunk-size": ("Transfer-Encoding", "chunked", b"zz\r\nabc", "bad chunk size b'zz'"),
+        "chunk-last": ("Transfer-Encoding", "chunked", b"5\r\nhello\r\n", "chunked body ends before its last chunk"),
+        "chunk-overrun": ("Transfer-Encoding", "chunked", b"50\r\nhello\r\n0\r\n\r\n", "chunk runs past the end of the body"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_undecodable_cases()))
+def test_undecodable_bodies_counted(tmp_path, case):
+    header, coding, body, says = _undecodable_cases()[case]
     ct = ("Content-Type", "text/plain")
     p = tmp_path / "bad.warc"
-    write_warc(p, [("response", "https://e.org/g", [ct, ("Content-Encoding", "gzip")], gzip.compress(bytes(range(256)) * 4)[:60]),
-                   ("response", "https://e.org/c", [ct, ("Transfer-Encoding", "chunked")], b"zz\r\nabc"),
-                   ("response", "https://e.org/ok", [ct], b"fine text")], gz=False)
+    write_warc(p, [("response", "https://e.org/ok1", [ct], b"fine text"),
+                   ("response", f"https://e.org/{case}", [ct, (header, coding)], body),
+                   ("response", "https://e.org/ok2", [ct], b"more text")], gz=False)
     docs, st = read(p)
-    assert [d["text"] for d in docs] == ["fine text"]
-    assert st.skipped == {"warc_undecodable_body": 2}
-    assert "https://e.org/g" in st.examples["warc_undecodable_body"][0]
+    assert [d["text"] for d in docs] == ["fine text", "more text"]
+    assert st.skipped == {"warc_undecodable_body": 1}
+    assert st.examples["warc_undecodable_body"][0].startswith(f"{p}: record 2 (https://e.org/{case}): {says}")
 
 
 @pytest.mark.parametrize("charset,header,meta", [
@@ -112,6 +139,78 @@ def test_record_types(tmp_path):
     assert [d["text"] for d in docs] == ["A resource page body.", "converted text"]
     assert st.skipped == {"warc_metadata_record": 1, "warc_request_record": 1,
                           "warc_content_type:image/png": 1, "warc_content_type:application/json": 1}
+
+
+def warcio_headers(path, name):
+    """One WARC header of every response/resource record, as warcio (the peer) reads the file."""
+    from warcio.archiveiterator import ArchiveIterator
+
+    with open(path, "rb") as f:
+        return [r.rec_headers.get_header(name) for r in ArchiveIterator(f) if r.rec_type in ("response", "resource")]
+
+
+def test_meta_keeps_url_date_type_language_record_id(tmp_path):
+    p = tmp_path / "m.warc.gz"
+    write_warc(p, [("response", "https://e.org/de", [("Content-Type", "text/html; charset=utf-8")],
+                    "<html><body><p>Guten Tag.</p></body></html>".encode(), {"WARC-Identified-Content-Language": "deu"}),
+                   ("resource", "https://e.org/x", [("Content-Type", "application/xhtml+xml")],
+                    b'<?xml version="1.0"?><html xmlns="http://www.w3.org/1999/xhtml"><body><p>XHTML body.</p></body></html>')])
+    docs, st = read(p)
+    assert [d["text"] for d in docs] == ["Guten Tag.", "XHTML body."] and st.skipped == {}
+    metas = [json.loads(d["meta"]) for d in docs]
+    assert [m["url"] for m in metas] == ["https://e.org/de", "https://e.org/x"]
+    assert [m["content_type"] for m in metas] == ["text/html", "application/xhtml+xml"]
+    assert [m["record_id"] for m in metas] == warcio_headers(p, "WARC-Record-ID")
+    assert [m["date"] for m in metas] == warcio_headers(p, "WARC-Date")
+    # the crawler's language when it wrote one; else "text" (prose, as for a .txt file)
+    assert [m["language"] for m in metas] == ["deu", "text"]
+
+
+def _one_page(tmp_path, ctype, html: bytes) -> str:
+    p = tmp_path / "cs.warc.gz"
+    write_warc(p, [("response", "https://e.org/", [("Content-Type", ctype)], html)])
+    docs, st = read(p)
+    assert len(docs) == 1 and st.skipped == {}
+    return docs[0]["text"]
+
+
+@pytest.mark.parametrize("header,meta,read_as", [
+    ("utf-8", "windows-1252", "utf-8"),  # the header wins over the meta tag ...
+    ("windows-1252", "utf-8", "cp1252"),
+    (None, "windows-1252", "cp1252"),  # ... and the meta tag over detection (the bytes are valid UTF-8)
+    ("bogus-charset", "windows-1252", "cp1252"),  # a charset no codec knows is passed over
+])
+def test_charset_order(tmp_path, header, meta, read_as):
+    text = "Café crème déjà vu à Paris"
+    raw = text.encode("utf-8")
+    html = b'<html><head><meta charset="' + meta.encode() + b'"></head><body><p>' + raw + b"</p></body></html>"
+    ctype = "text/html" + (f"; charset={header}" if header else "")
+    assert _one_page(tmp_path, ctype, html) == raw.decode(read_as)
+
+
+@pytest.mark.parametrize("charset,text", [
+    ("cp1252", "Les élèves étaient très fâchés contre le garçon qui a mangé la crêpe – «déjà» vu."),
+    ("shift_jis", "東京都は日本の首都であり、多くの人が住んでいます。これは本文です。"),
+    ("cp1251", "Москва является столицей России и крупнейшим по численности населения городом страны."),
+])
+def test_charset_detected_when_undeclared(tmp_path, charset, text):
+    html = f"<html><head><title>t</title></head><body><p>{text}</p></body></html>".encode(charset)
+    assert _one_page(tmp_path, "text/html", html) == text
+
+
+def test_binary_body_reaches_prepare_and_is_removed(tmp_path):
+    """A gzip body sent without Content-Encoding (a misconfigured server) is read as text;
+    prepare's binary guard removes it under its own reason."""
+    body = gzip.compress(("<html><body><p>" + "words of a page " * 200 + "</p></body></html>").encode(), mtime=0)
+    p = tmp_path / "mislabelled.warc.gz"
+    write_warc(p, [("response", "https://e.org/z", [("Content-Type", "text/html")], body)])
+    docs, _ = read(p)
+    assert len(docs) == 1
+    text = docs[0]["text"]
+    control = sum(ord(c) < 32 and c not in "\t\n\r\f" for c in text) / len(text)
+    assert control > 0.01  # what the guard's default threshold removes
+    kept, st = _run_stages(text)
+    assert kept == [] and dict(st.removed) == {"binary_control_chars": 1}
 
 
 def test_trafilatura_option(tmp_path):
@@ -176,6 +275,37 @@ def test_corrupt_file_keeps_earlier_records(tmp_path):
     assert st.skipped == {"truncated_file": 1} and "after record 1" in st.examples["truncated_file"][0]
 
 
+@pytest.mark.parametrize("gz", [True, False])
+@pytest.mark.parametrize("damage", ["length+100", "length-100", "junk-between"])
+def test_damaged_record_boundary(tmp_path, gz, damage):
+    """A record whose Content-Length is wrong would give text cut short or carrying the next
+    record's header: it is counted, not emitted. Junk after a whole record keeps that record."""
+    import re
+
+    texts = [f"doc {i} " * 50 for i in range(3)]
+    p = tmp_path / ("full.warc.gz" if gz else "full.warc")
+    write_warc(p, [("response", f"https://e.org/{i}", [("Content-Type", "text/plain")], t.encode()) for i, t in enumerate(texts)], gz=gz)
+    data, spans = p.read_bytes(), record_spans(p)
+    off, end = spans[1][0], spans[2][0]  # record 2, with the CRLF CRLF after a plain record's block
+    rec = gzip.decompress(data[off:end]) if gz else data[off:end]
+    if damage == "junk-between":
+        rec += b"JUNK\r\n" * 3 if not gz else b""  # gzip: its own member, after record 2's
+    else:
+        n = int(re.search(rb"Content-Length: (\d+)", rec).group(1))
+        rec = re.sub(rb"Content-Length: \d+", b"Content-Length: %d" % (n + int(damage[6:])), rec, count=1)
+    bad = tmp_path / p.name.replace("full", "bad")
+    junk = gzip.compress(b"JUNK\r\n" * 3) if gz and damage == "junk-between" else b""
+    bad.write_bytes(data[:off] + (gzip.compress(rec) if gz else rec) + junk + data[end:])
+    docs, st = read(bad)
+    assert st.skipped == {"truncated_file": 1}
+    ex = st.examples["truncated_file"][0]
+    if damage == "junk-between":
+        assert [d["text"] for d in docs] == texts[:2] and ex.startswith(f"{bad}: after record 2: ")
+    else:
+        assert [d["text"] for d in docs] == texts[:1]
+        assert ex.startswith(f"{bad}: record 2 (https://e.org/1): its block does not end where its Content-Length says")
+
+
 @pytest.mark.parametrize("name,content", [
     ("junk.warc", b"not a warc file at all\r\n" * 10),
     ("junk.warc.gz", gzip.compress(b"<html><body>an HTML page named .warc.gz</body></html>")),
@@ -222,6 +352,29 @@ def test_collect_cli_counts(tmp_path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.output[r.output.index("{"):])
     assert out["docs"] == 2 and out["skipped"] == {"warc_content_type:image/png": 1}
+
+
+def test_collect_cli_html_extractor(tmp_path):
+    from typer.testing import CliRunner
+
+    from fmforge.cli import app
+    from fmforge.config import RecipeError, load_recipe
+
+    main = "This is the main article text of the page, long enough to be kept. " * 5
+    html = f"<html><body><nav>Home | About | Contact</nav><article><p>{main}</p></article><footer>Copyright 2026</footer></body></html>"
+    p = tmp_path / "t.warc.gz"
+    write_warc(p, [("response", "https://e.org/", [("Content-Type", "text/html; charset=utf-8")], html.encode())])
+    r = CliRunner().invoke(app, ["data", "collect", str(p), "--out", str(tmp_path / "out"), "--html-extractor", "trafilatura"])
+    assert r.exit_code == 0, r.output
+    import pyarrow.parquet as pq
+
+    texts = [t for f in sorted((tmp_path / "out").glob("*.parquet")) for t in pq.read_table(f).column("text").to_pylist()]
+    assert texts == [main.strip()]
+    r = CliRunner().invoke(app, ["data", "collect", str(p), "--out", str(tmp_path / "o2"), "--html-extractor", "lxml"])
+    assert r.exit_code == 2 and "--html-extractor" in r.output
+    assert load_recipe(None, ["data.html_extractor=trafilatura"]).data.html_extractor == "trafilatura"
+    with pytest.raises(RecipeError, match="html_extractor"):
+        load_recipe(None, ["data.html_extractor=lxml"])
 
 
 def _run_stages(text):

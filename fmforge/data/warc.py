@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
@@ -51,28 +52,39 @@ def decode_content(body: bytes, coding: str) -> bytes:
     if coding in ("", "identity"):
         return body
     try:
-        if coding in ("gzip", "x-gzip"):
-            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif coding == "deflate":  # zlib-wrapped per the RFC; raw deflate as servers often send
-            d = zlib.decompressobj(zlib.MAX_WBITS if body[:1] == b"\x78" else -zlib.MAX_WBITS)
-        elif coding == "br":
+        if coding == "br":
             import brotli
 
-            return brotli.decompress(body)
-        elif coding == "zstd":
+            return brotli.decompress(body)  # raises on a cut or damaged stream
+        if coding in ("gzip", "x-gzip"):
+            return _members(body, partial(zlib.decompressobj, 16 + zlib.MAX_WBITS), coding, b"\x1f\x8b")
+        if coding == "deflate":  # zlib-wrapped per the RFC; raw deflate as servers often send
+            wbits = zlib.MAX_WBITS if body[:1] == b"\x78" else -zlib.MAX_WBITS
+            return _members(body, partial(zlib.decompressobj, wbits), coding, None)
+        if coding == "zstd":
             import zstandard
 
-            return zstandard.ZstdDecompressor().decompressobj().decompress(body)
-        else:
-            raise BodyError(f"unknown content encoding {coding!r}")
-        out = d.decompress(body)
-        if not d.eof:
-            raise BodyError(f"{coding} body is truncated")
-        return out
+            return _members(body, zstandard.ZstdDecompressor().decompressobj, coding, b"\x28\xb5\x2f\xfd")
+        raise BodyError(f"unknown content encoding {coding!r}")
     except BodyError:
         raise
     except Exception as e:
         raise BodyError(f"{coding}: {type(e).__name__}: {e}") from None
+
+
+def _members(body: bytes, decompressor, coding: str, magic: bytes | None) -> bytes:
+    """Every gzip member / zstd frame of the body: a server may send several, and one
+    decompressor object stops after the first. A cut one is an error, not a short text;
+    bytes after the last one that start no member (padding, junk) are ignored, as browsers do."""
+    out = bytearray()
+    while True:
+        d = decompressor()
+        out += d.decompress(body)
+        if not d.eof:
+            raise BodyError(f"{coding} body is truncated")
+        body = d.unused_data
+        if magic is None or not body.startswith(magic):
+            return bytes(out)
 
 
 def decode_body(body: bytes, headers) -> bytes:
@@ -133,10 +145,16 @@ def iter_warc_records(path: Path, stats, source: str, name: str, extractor: str 
                       options: dict | None = None) -> Iterator[dict]:
     from fastwarc.warc import ArchiveIterator, WarcRecordType
 
-    n, last_pos = 0, 0
+    # A document is handed out once the next record has been found (or the file ended): when
+    # reading stops right after a record, its Content-Length may be what is wrong, and then its
+    # text is cut short or carries the next record's header (see _ends_where_it_says).
+    n, last_pos, pending = 0, 0, None
     with open(path, "rb") as f:
         try:
             for rec in ArchiveIterator(f, record_types=WarcRecordType.any_type, parse_http=False):
+                if pending is not None:
+                    yield pending
+                    pending = None
                 n, last_pos = n + 1, rec.stream_pos
                 wtype = (rec.headers.get("WARC-Type") or "").lower()
                 url = rec.headers.get("WARC-Target-URI", "")
@@ -155,25 +173,62 @@ def iter_warc_records(path: Path, stats, source: str, name: str, extractor: str 
                 if doc is None:
                     continue
                 text, ctype = doc
-                yield make_doc(text, source, f"{name}:{rec.headers.get('WARC-Record-ID') or f'record:{n}'}", url=url,
-                               date=rec.headers.get("WARC-Date", ""), content_type=ctype,
-                               language=rec.headers.get("WARC-Identified-Content-Language", "") or "text",
-                               record_id=rec.headers.get("WARC-Record-ID", ""))
+                pending = make_doc(text, source, f"{name}:{rec.headers.get('WARC-Record-ID') or f'record:{n}'}", url=url,
+                                   date=rec.headers.get("WARC-Date", ""), content_type=ctype,
+                                   language=rec.headers.get("WARC-Identified-Content-Language", "") or "text",
+                                   record_id=rec.headers.get("WARC-Record-ID", ""))
         except DataError:  # --strict: the first fault, as it was raised
             raise
         except Exception as e:  # FastWARC stops on truncated/corrupt archives
             cut = _gzip_tail_cut(f, last_pos)
+            why = cut or f"{type(e).__name__}: {e}"
+            if pending is not None:
+                if not _ends_where_it_says(f, last_pos):  # a wrong length: this record is damaged too
+                    stats.skip("truncated_file", f"{where}: its block does not end where its Content-Length says ({why})")
+                    return
+                yield pending
             if n == 0 and not cut:
-                stats.skip("not_a_warc_file", f"{path}: {type(e).__name__}: {e}")
+                stats.skip("not_a_warc_file", f"{path}: {why}")
             else:
-                stats.skip("truncated_file", f"{path}: after record {n}: {cut or f'{type(e).__name__}: {e}'}")
+                stats.skip("truncated_file", f"{path}: after record {n}: {why}")
             return
+        if pending is not None:
+            yield pending
         # FastWARC ends quietly when a gzip member is cut before its first decompressed bytes
         cut = _gzip_tail_cut(f, last_pos)
     if cut:
         stats.skip("truncated_file", f"{path}: after record {n}: {cut}")
     elif n == 0:  # an empty file, or bytes with no WARC record in them: say so rather than 0 documents
         stats.skip("not_a_warc_file", f"{path}: no WARC record found")
+
+
+def _ends_where_it_says(f, pos: int) -> bool:
+    """Whether the record at `pos` is its header, Content-Length bytes of block and CRLF CRLF
+    (WARC 1.1 section 4). Unknown (True) inside a file that is one gzip stream."""
+    f.seek(0)
+    gz = f.read(2) == b"\x1f\x8b"
+    f.seek(pos)
+    if gz:
+        if f.read(2) != b"\x1f\x8b":
+            return True
+        f.seek(pos)
+        d, rec = zlib.decompressobj(16 + zlib.MAX_WBITS), bytearray()
+        try:
+            while not d.eof and (chunk := f.read(1 << 20)):
+                rec += d.decompress(chunk)
+        except zlib.error:
+            return False
+    else:
+        rec = f.read(1 << 16)  # the header; the block is seeked past below
+    end = rec.find(b"\r\n\r\n")
+    m = re.search(rb"\r\nContent-Length:[ \t]*(\d+)", rec[:end], re.I) if end >= 0 else None
+    if m is None:
+        return False
+    block_end = end + 4 + int(m.group(1))
+    if gz:  # the record is the whole member
+        return rec[block_end:] == b"\r\n\r\n"
+    f.seek(pos + block_end)
+    return f.read(4) == b"\r\n\r\n"
 
 
 def _gzip_tail_cut(f, pos: int) -> str:
