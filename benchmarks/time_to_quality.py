@@ -110,8 +110,7 @@ def prepare(data: Path, work: Path, vocab: int, part_chars: int, tiny: bool) -> 
     from fmforge.tokenizer.shards import write_shard
 
     files = [data / f"{s}.jsonl.zst" for s in SOURCES]
-    key = json.dumps([[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files] +
-                     [vocab, part_chars, tiny, 1])
+    key = json.dumps([hashlib.sha1(f.read_bytes()).hexdigest() for f in files] + [vocab, part_chars, tiny, 1])
     stamp = work / "prepared.json"
     if stamp.is_file():
         old = json.loads(stamp.read_text())
@@ -379,7 +378,8 @@ def main() -> None:
         swept = {r["lr"]: r["dev"]["bpb"] for r in runs if ok(r, system="nanogpt", role="sweep")}
         if swept:
             lr = min(swept, key=swept.get)
-            choices["nanogpt"] = {"by": "dev bpb at seed 0", "dev_bpb": swept, "chosen_lr": lr}
+            choices["nanogpt"] = {"by": "dev bpb at seed 0", "dev_bpb": swept, "chosen_lr": lr,
+                                  "at_edge_of_sweep": len(swept) > 1 and lr in (min(swept), max(swept))}
             seeds = range(1, a.repeats + 1) if a.fresh_repeats else range(1, a.repeats)
             for seed in seeds:
                 record(attempt("repeat", run_nanogpt, a, shards, info["vocab"], lr, seed, device,
