@@ -474,3 +474,71 @@ def test_lm_eval_local_completions_matches_lm_eval_hf(served, tmp_path, monkeypa
     assert acc_api == acc_hf
     assert ll_api.keys() == ll_hf.keys() and len(ll_api) == len(docs)
     assert max(abs(a - b) for k in ll_hf for a, b in zip(ll_api[k], ll_hf[k])) < 1e-4
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_cli_serve_adapter_folds_lora_into_the_base(served, tmp_path):
+    """`fmforge serve --adapter DIR` (a PEFT LoRA folder, base taken from the adapter's own
+    record) serves base + adapter: greedy text equals PEFT's merged model's `generate`, and
+    differs from the base's (the adapter's B matrices are random, not PEFT's zero init)."""
+    import os
+    import sys
+    peft = pytest.importorskip("peft")
+    s = served
+    base = transformers.AutoModelForCausalLM.from_pretrained(s.hf_dir, dtype=torch.float32)
+    torch.manual_seed(3)
+    lora = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                                                     target_modules=["q_proj", "v_proj", "down_proj"]))
+    (tmp_path / "ft").mkdir()
+    lora.save_pretrained(tmp_path / "ft" / "adapter")
+    merged = lora.merge_and_unload().eval()
+    ids = s.tok.encode(PROMPT).ids
+    with torch.no_grad():
+        out = merged.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                              max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=eot(s))
+    want = text_of(s, out[0, len(ids):].tolist())
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "fmforge", "serve", "--adapter", str(tmp_path / "ft" / "adapter"),
+                             "--port", str(port), "--set", "serve.device=cpu"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        t0 = time.time()
+        while True:
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.time() - t0 < 120, "server did not start"
+            time.sleep(0.2)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=60)
+        assert [m.id for m in client.models.list().data] == ["ft"]
+        r = client.completions.create(model="ft", prompt=PROMPT, max_tokens=12, temperature=0,
+                                      extra_body={"ignore_eos": True})
+        assert r.choices[0].text == want
+        plain = s.client.completions.create(model="tiny", prompt=PROMPT, max_tokens=12, temperature=0,
+                                            extra_body={"ignore_eos": True})
+        assert plain.choices[0].text != want
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_cli_serve_needs_a_model_or_adapter(tmp_path):
+    from typer.testing import CliRunner
+    from fmforge.cli import app
+    from fmforge.errors import UserError
+    r = CliRunner().invoke(app, ["serve"])
+    assert isinstance(r.exception, UserError) and "--adapter" in str(r.exception)
+    r = CliRunner().invoke(app, ["serve", "--adapter", str(tmp_path / "missing")])
+    assert isinstance(r.exception, UserError) and "missing" in str(r.exception)
