@@ -234,8 +234,43 @@ def test_errors_400_401(served):
         openai.OpenAI(base_url=s.base + "/v1", api_key="wrong", max_retries=0).models.list()
     with pytest.raises(openai.BadRequestError):
         s.client.completions.create(model="tiny", prompt="x", max_tokens=-5)
+    for route in ("/tokenize", "/detokenize"):
+        _err(httpx.post(s.base + route, content=b"{not json", headers=h), 400)
+        _err(httpx.post(s.base + route, json={"x": 1}, headers=h), 400)
+    _err(httpx.post(s.base + "/detokenize", json={"tokens": [5000]}, headers=h), 400, "prompt")
     # the server is still fine
     assert s.client.completions.create(model="tiny", prompt="x", max_tokens=2).choices
+
+
+def scrape(base: str) -> dict:
+    """Prometheus text exposition -> {'name{labels}': value}; every sample line must parse."""
+    out = {}
+    for line in httpx.get(base + "/metrics").text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out
+
+
+def test_metrics_count_requests_tokens_and_latency(served):
+    s = served
+    before = scrape(s.base)
+    ids = s.tok.encode(PROMPT).ids
+    r = s.client.completions.create(model="tiny", prompt=PROMPT, max_tokens=7, temperature=0, n=2,
+                                    extra_body={"ignore_eos": True})
+    after = scrape(s.base)
+    d = lambda k: after.get(k, 0) - before.get(k, 0)  # noqa: E731
+    assert r.usage.completion_tokens == 14
+    assert d('fmforge_requests_total{outcome="length"}') == 2  # one per choice
+    assert d("fmforge_prompt_tokens_total") == 2 * len(ids) and d("fmforge_generation_tokens_total") == 14
+    assert after["fmforge_queue_depth"] == 0 and after["fmforge_running_sequences"] == 0
+    for h in ("fmforge_time_to_first_token_seconds", "fmforge_request_latency_seconds"):
+        assert d(h + "_count") == 2 and d(h + "_sum") > 0
+        buckets = [(float(k.split('le="')[1].rstrip('"}')), v) for k, v in after.items()
+                   if k.startswith(h + "_bucket")]
+        counts = [v for _, v in sorted(buckets)]
+        assert counts == sorted(counts) and counts[-1] == after[h + "_count"]  # cumulative, +Inf = all
+    assert d('fmforge_request_latency_seconds_bucket{le="+Inf"}') == 2
 
 
 class GatedEngine:
