@@ -467,29 +467,32 @@ dataset_kwargs:
     test: {data}
 test_split: test
 output_type: multiple_choice
-doc_to_text: "{{{{question}}}}"
+doc_to_text: "{{{{query}}}}"
 doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{answer}}}}"
+doc_to_target: "{{{{gold}}}}"
 metric_list:
   - metric: acc
 """
 
 
 @pytest.mark.slow
-def test_lm_eval_local_completions_matches_lm_eval_hf(served, tmp_path, monkeypatch):
+def test_lm_eval_local_completions_matches_fmforge_eval(served, tmp_path, monkeypatch):
     """lm-eval's `local-completions` against the server scores a local multiple-choice task
-    exactly as lm-eval's `hf` model does on the exported HF folder: same accuracy, and every
-    choice's log-likelihood within 1e-4."""
+    (the `{query, choices, gold}` format, scored as fmforge's openbook_qa: the query as
+    given, " " + choice) exactly as `fmforge eval` and lm-eval's `hf` model score the same
+    model: same accuracy, and every choice's log-likelihood within 1e-4."""
     lm_eval = pytest.importorskip("lm_eval")
     from lm_eval.tasks import TaskManager
+    from typer.testing import CliRunner
+    from fmforge.cli import app
     s = served
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    words = [" fox", " dog", " cat", " mat", " park", " world"]
+    words = ["fox", "dog", "cat", "mat", "park", "world"]
     stems = ["the quick brown", "the lazy", "a cat sat on the", "hello", "the dog ran to the", "jumps over the",
              "this is", "a small"]
-    docs = [{"question": q, "choices": words[i % 3:i % 3 + 4], "answer": i % 4} for i, q in enumerate(stems)]
+    docs = [{"query": q, "choices": words[i % 3:i % 3 + 4], "gold": i % 4} for i, q in enumerate(stems)]
     data = tmp_path / "mc.jsonl"
     data.write_text("".join(json.dumps(d) + "\n" for d in docs))
     (tmp_path / "task").mkdir()
@@ -506,9 +509,16 @@ def test_lm_eval_local_completions_matches_lm_eval_hf(served, tmp_path, monkeypa
                                                "tokenizer_backend=huggingface,tokenized_requests=True,"
                                                "num_concurrent=1,max_retries=1,max_length=128")
     acc_hf, ll_hf = run("hf", f"pretrained={s.hf_dir},dtype=float32,max_length=128")
-    assert acc_api == acc_hf
-    assert ll_api.keys() == ll_hf.keys() and len(ll_api) == len(docs)
-    assert max(abs(a - b) for k in ll_hf for a, b in zip(ll_api[k], ll_hf[k])) < 1e-4
+    r = CliRunner().invoke(app, ["eval", "--model", str(s.hf_dir), "--task", f"openbook_qa={data}",
+                                 "--out", str(tmp_path / "ev"), "--per-item", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    acc_fm = json.loads((tmp_path / "ev" / "eval.json").read_text())["tasks"]["openbook_qa"]["acc"]
+    items = [json.loads(x) for x in (tmp_path / "ev" / "items" / "openbook_qa.jsonl").read_text().splitlines()]
+    ll_fm = dict(enumerate(it["loglik"] for it in items))
+    assert acc_api == acc_fm == acc_hf
+    assert ll_api.keys() == ll_hf.keys() == ll_fm.keys() and len(ll_api) == len(docs)
+    for other in (ll_hf, ll_fm):
+        assert max(abs(a - b) for k in other for a, b in zip(ll_api[k], other[k])) < 1e-4
 
 
 def _free_port() -> int:
