@@ -16,25 +16,6 @@ from fmforge.serve.service import Service
 from fmforge.tokenizer.chat import render_chat
 
 
-PUBLIC = ("/", "/health", "/metrics")
-
-
-class KeyCheck:
-    """401 unless `Authorization: Bearer KEY`, as plain ASGI middleware. Not @app.middleware
-    (starlette's BaseHTTPMiddleware): behind its wrapped `receive` a streaming response was
-    seen to get a disconnect the client never sent, which cancelled a live request."""
-
-    def __init__(self, app, key: str):
-        self.app, self.want = app, f"Bearer {key}".encode()
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"] not in PUBLIC and \
-                dict(scope["headers"]).get(b"authorization") != self.want:
-            err = APIError(401, "missing or wrong API key (send Authorization: Bearer KEY)", None, "invalid_api_key")
-            return await JSONResponse(err.body(), status_code=401)(scope, receive, send)
-        return await self.app(scope, receive, send)
-
-
 def create_app(svc: Service) -> FastAPI:
     app = FastAPI(title="fmforge", version="1")
     app.state.svc = svc
@@ -55,8 +36,13 @@ def create_app(svc: Service) -> FastAPI:
     async def _bug(request, e: Exception):  # never a bare 500 page: the OpenAI shape, and the server lives on
         return JSONResponse(APIError(500, f"internal error: {type(e).__name__}: {e}").body(), status_code=500)
 
-    if svc.api_key:
-        app.add_middleware(KeyCheck, key=svc.api_key)
+    @app.middleware("http")
+    async def _auth(request: Request, call_next):
+        public = request.url.path in ("/", "/health", "/metrics")
+        if svc.api_key and not public and request.headers.get("authorization") != f"Bearer {svc.api_key}":
+            err = APIError(401, "missing or wrong API key (send Authorization: Bearer KEY)", None, "invalid_api_key")
+            return JSONResponse(err.body(), status_code=401)
+        return await call_next(request)
 
     @app.get("/", response_class=HTMLResponse)
     async def chat_page():
