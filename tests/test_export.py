@@ -113,3 +113,30 @@ def test_cli_export_import_and_gguf_format(tmp_path):
     r = CliRunner().invoke(app, ["export", "hf", "--model", str(tmp_path / "run"), "--format", "gguf",
                                  "--out", str(tmp_path / "x")])
     assert isinstance(r.exception, UserError) and "two different formats" in str(r.exception)
+
+
+def test_model_card_of_a_run(small_recipe, tmp_path):
+    """`fmforge export --model RUN`: the card states the data, parameters, tokens trained,
+    evaluation and cost of the run that trained the model."""
+    import json
+    import yaml
+    from typer.testing import CliRunner
+    from fmforge.cli import app
+    from fmforge.config import load_recipe
+    from fmforge.pipeline import Pipeline
+    Pipeline(load_recipe(small_recipe, []), verbose=False).run_all()
+    rec = yaml.safe_load(small_recipe.read_text())
+    run = tmp_path / "runs" / rec["name"]
+    r = CliRunner().invoke(app, ["export", "--model", str(run), "--format", "hf", "--out", str(tmp_path / "hf")])
+    assert r.exit_code == 0, r.output
+    card = (tmp_path / "hf" / "README.md").read_text()
+    rows = dict(line.strip("|").split(" | ", 1) for line in card.splitlines() if line.startswith("| ") and " | " in line)
+    rows = {k.strip(): v.strip(" |") for k, v in rows.items()}
+    params = sum(t.numel() for t in load_file(str(run / "train" / "model.safetensors")).values())
+    assert f"{params:,} parameters" in card and rows["params"] == f"{params:,}"
+    t = rec["train"]
+    assert rows["tokens trained"] == f"{t['max_steps'] * t['micro_batch'] * rec['model']['context_length']:,}"
+    assert rows["data sources"].startswith(rec["data"]["sources"][0])
+    ev = json.loads((run / "eval" / "stage.json").read_text())["summary"]
+    assert rows["val loss (nats/token)"] == f"{ev['val_loss']:.4f}" and rows["cost"].endswith("device-h, $—")
+    assert rows["tokenizer vocab"] == "512" and "val bits/byte (model)" in rows

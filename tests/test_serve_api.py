@@ -234,8 +234,43 @@ def test_errors_400_401(served):
         openai.OpenAI(base_url=s.base + "/v1", api_key="wrong", max_retries=0).models.list()
     with pytest.raises(openai.BadRequestError):
         s.client.completions.create(model="tiny", prompt="x", max_tokens=-5)
+    for route in ("/tokenize", "/detokenize"):
+        _err(httpx.post(s.base + route, content=b"{not json", headers=h), 400)
+        _err(httpx.post(s.base + route, json={"x": 1}, headers=h), 400)
+    _err(httpx.post(s.base + "/detokenize", json={"tokens": [5000]}, headers=h), 400, "prompt")
     # the server is still fine
     assert s.client.completions.create(model="tiny", prompt="x", max_tokens=2).choices
+
+
+def scrape(base: str) -> dict:
+    """Prometheus text exposition -> {'name{labels}': value}; every sample line must parse."""
+    out = {}
+    for line in httpx.get(base + "/metrics").text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out
+
+
+def test_metrics_count_requests_tokens_and_latency(served):
+    s = served
+    before = scrape(s.base)
+    ids = s.tok.encode(PROMPT).ids
+    r = s.client.completions.create(model="tiny", prompt=PROMPT, max_tokens=7, temperature=0, n=2,
+                                    extra_body={"ignore_eos": True})
+    after = scrape(s.base)
+    d = lambda k: after.get(k, 0) - before.get(k, 0)  # noqa: E731
+    assert r.usage.completion_tokens == 14
+    assert d('fmforge_requests_total{outcome="length"}') == 2  # one per choice
+    assert d("fmforge_prompt_tokens_total") == 2 * len(ids) and d("fmforge_generation_tokens_total") == 14
+    assert after["fmforge_queue_depth"] == 0 and after["fmforge_running_sequences"] == 0
+    for h in ("fmforge_time_to_first_token_seconds", "fmforge_request_latency_seconds"):
+        assert d(h + "_count") == 2 and d(h + "_sum") > 0
+        buckets = [(float(k.split('le="')[1].rstrip('"}')), v) for k, v in after.items()
+                   if k.startswith(h + "_bucket")]
+        counts = [v for _, v in sorted(buckets)]
+        assert counts == sorted(counts) and counts[-1] == after[h + "_count"]  # cumulative, +Inf = all
+    assert d('fmforge_request_latency_seconds_bucket{le="+Inf"}') == 2
 
 
 class GatedEngine:
@@ -314,8 +349,8 @@ def test_client_disconnect_cancels_the_request(gated):
         with c.stream("POST", g.base + "/v1/chat/completions",
                       json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100, "stream": True,
                             "ignore_eos": True}) as r:
-            first = next(r.iter_lines())
-            assert first.startswith("data: ")
+            lines = r.iter_lines()  # held: a dropped iterator closes the response, i.e. disconnects at once
+            assert next(lines).startswith("data: ")
             assert g.eng.in_decode.wait(10)  # running, held in its first decode step
     # connection closed: the server notices and cancels; the slot is freed
     t0 = time.time()
@@ -328,7 +363,7 @@ def test_client_disconnect_cancels_the_request(gated):
     assert 'fmforge_requests_total{outcome="cancelled"} 1' in m and "fmforge_running_sequences 0" in m
 
 
-def test_load_64_concurrent_streaming_clients(served):
+def test_load_64_concurrent_streaming_clients(served, capsys):
     s = served
     prompts = [f"the {w} dog" for w in ("quick", "lazy", "brown", "small", "old", "park", "cat", "mat")]
     want = {p: text_of(s, hf_greedy(s, s.tok.encode(p).ids, 16, [eot(s)])) for p in prompts}
@@ -354,8 +389,9 @@ def test_load_64_concurrent_streaming_clients(served):
     wall = time.perf_counter() - t0
     assert all(text == want[p] and reason in ("stop", "length") for p, text, reason, _ in res)
     lat = sorted(r[3] for r in res)
-    print(f"\n64 streaming clients: wall {wall:.2f}s, latency p50 {statistics.median(lat):.3f}s "
-          f"p99 {lat[min(63, round(0.99 * 64))]:.3f}s")
+    with capsys.disabled():  # the report shows in every run, not only with -s
+        print(f"\n64 streaming clients: wall {wall:.2f}s, latency p50 {statistics.median(lat):.3f}s "
+              f"p99 {lat[min(63, round(0.99 * 64))]:.3f}s")
 
 
 CHROMIUM = "/usr/bin/chromium" if shutil.os.path.exists("/usr/bin/chromium") else None
@@ -432,29 +468,32 @@ dataset_kwargs:
     test: {data}
 test_split: test
 output_type: multiple_choice
-doc_to_text: "{{{{question}}}}"
+doc_to_text: "{{{{query}}}}"
 doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{answer}}}}"
+doc_to_target: "{{{{gold}}}}"
 metric_list:
   - metric: acc
 """
 
 
 @pytest.mark.slow
-def test_lm_eval_local_completions_matches_lm_eval_hf(served, tmp_path, monkeypatch):
+def test_lm_eval_local_completions_matches_fmforge_eval(served, tmp_path, monkeypatch):
     """lm-eval's `local-completions` against the server scores a local multiple-choice task
-    exactly as lm-eval's `hf` model does on the exported HF folder: same accuracy, and every
-    choice's log-likelihood within 1e-4."""
+    (the `{query, choices, gold}` format, scored as fmforge's openbook_qa: the query as
+    given, " " + choice) exactly as `fmforge eval` and lm-eval's `hf` model score the same
+    model: same accuracy, and every choice's log-likelihood within 1e-4."""
     lm_eval = pytest.importorskip("lm_eval")
     from lm_eval.tasks import TaskManager
+    from typer.testing import CliRunner
+    from fmforge.cli import app
     s = served
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    words = [" fox", " dog", " cat", " mat", " park", " world"]
+    words = ["fox", "dog", "cat", "mat", "park", "world"]
     stems = ["the quick brown", "the lazy", "a cat sat on the", "hello", "the dog ran to the", "jumps over the",
              "this is", "a small"]
-    docs = [{"question": q, "choices": words[i % 3:i % 3 + 4], "answer": i % 4} for i, q in enumerate(stems)]
+    docs = [{"query": q, "choices": words[i % 3:i % 3 + 4], "gold": i % 4} for i, q in enumerate(stems)]
     data = tmp_path / "mc.jsonl"
     data.write_text("".join(json.dumps(d) + "\n" for d in docs))
     (tmp_path / "task").mkdir()
@@ -471,6 +510,81 @@ def test_lm_eval_local_completions_matches_lm_eval_hf(served, tmp_path, monkeypa
                                                "tokenizer_backend=huggingface,tokenized_requests=True,"
                                                "num_concurrent=1,max_retries=1,max_length=128")
     acc_hf, ll_hf = run("hf", f"pretrained={s.hf_dir},dtype=float32,max_length=128")
-    assert acc_api == acc_hf
-    assert ll_api.keys() == ll_hf.keys() and len(ll_api) == len(docs)
-    assert max(abs(a - b) for k in ll_hf for a, b in zip(ll_api[k], ll_hf[k])) < 1e-4
+    r = CliRunner().invoke(app, ["eval", "--model", str(s.hf_dir), "--task", f"openbook_qa={data}",
+                                 "--out", str(tmp_path / "ev"), "--per-item", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    acc_fm = json.loads((tmp_path / "ev" / "eval.json").read_text())["tasks"]["openbook_qa"]["acc"]
+    items = [json.loads(x) for x in (tmp_path / "ev" / "items" / "openbook_qa.jsonl").read_text().splitlines()]
+    ll_fm = dict(enumerate(it["loglik"] for it in items))
+    assert acc_api == acc_fm == acc_hf
+    assert ll_api.keys() == ll_hf.keys() == ll_fm.keys() and len(ll_api) == len(docs)
+    for other in (ll_hf, ll_fm):
+        assert max(abs(a - b) for k in other for a, b in zip(ll_api[k], other[k])) < 1e-4
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_cli_serve_adapter_folds_lora_into_the_base(served, tmp_path):
+    """`fmforge serve --adapter DIR` (a PEFT LoRA folder, base taken from the adapter's own
+    record) serves base + adapter: greedy text equals PEFT's merged model's `generate`, and
+    differs from the base's (the adapter's B matrices are random, not PEFT's zero init)."""
+    import os
+    import sys
+    peft = pytest.importorskip("peft")
+    s = served
+    base = transformers.AutoModelForCausalLM.from_pretrained(s.hf_dir, dtype=torch.float32)
+    torch.manual_seed(3)
+    lora = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                                                     target_modules=["q_proj", "v_proj", "down_proj"]))
+    (tmp_path / "ft").mkdir()
+    lora.save_pretrained(tmp_path / "ft" / "adapter")
+    merged = lora.merge_and_unload().eval()
+    ids = s.tok.encode(PROMPT).ids
+    with torch.no_grad():
+        out = merged.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                              max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=eot(s))
+    want = text_of(s, out[0, len(ids):].tolist())
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "fmforge", "serve", "--adapter", str(tmp_path / "ft" / "adapter"),
+                             "--port", str(port), "--set", "serve.device=cpu"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        t0 = time.time()
+        while True:
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.time() - t0 < 120, "server did not start"
+            time.sleep(0.2)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=60)
+        assert [m.id for m in client.models.list().data] == ["ft"]
+        r = client.completions.create(model="ft", prompt=PROMPT, max_tokens=12, temperature=0,
+                                      extra_body={"ignore_eos": True})
+        assert r.choices[0].text == want
+        plain = s.client.completions.create(model="tiny", prompt=PROMPT, max_tokens=12, temperature=0,
+                                            extra_body={"ignore_eos": True})
+        assert plain.choices[0].text != want
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_cli_serve_needs_a_model_or_adapter(tmp_path):
+    from typer.testing import CliRunner
+    from fmforge.cli import app
+    from fmforge.errors import UserError
+    r = CliRunner().invoke(app, ["serve"])
+    assert isinstance(r.exception, UserError) and "--adapter" in str(r.exception)
+    r = CliRunner().invoke(app, ["serve", "--adapter", str(tmp_path / "missing")])
+    assert isinstance(r.exception, UserError) and "missing" in str(r.exception)

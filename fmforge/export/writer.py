@@ -69,24 +69,52 @@ def export_hf(model: Path, out: Path, tokenizer: Path | None = None, shard_bytes
                       "special_tokens_map.json", "README.md"]
 
 
+def run_facts(run: Path) -> list[tuple[str, str]]:
+    """The run's data, size, tokens trained, evaluation and cost, as `fmforge run`'s report
+    table has them, rebuilt from each stage's stage.json (so a run whose report is stale or
+    absent still gets its card); [] when `run` holds no stage records."""
+    from types import SimpleNamespace
+
+    from fmforge.pipeline import STAGES, StageRun, build_report, report_rows
+
+    runs = []
+    for name in STAGES:
+        f = run / name / "stage.json"
+        try:
+            summary = json.loads(f.read_text()).get("summary") if f.is_file() else None
+        except ValueError:
+            summary = None
+        if isinstance(summary, dict):
+            runs.append(StageRun(name, False, 0.0, summary))
+    if not runs:
+        return []
+    report = build_report(SimpleNamespace(name=run.name, run_dir=run), runs, 0.0)
+    rows = [(k, v) for k, v in report_rows(report)
+            if not k.startswith("stage ") and k not in ("total time (s)", "data card") and v not in ("—", "— / —", "— → —")]
+    try:  # where the data came from: the collect stage's settings
+        data = json.loads((run / "collect" / "stage.json").read_text())["deps"]["data"]
+        rows.insert(0, ("data sources", ", ".join(map(str, data["sources"])) +
+                        (f" (files {', '.join(data['include'])})" if data.get("include") else "")))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return rows
+
+
 def model_card(mdir: Path, cfg, net) -> str:
-    """What is known of the model from its run's records; a line says when a record is absent."""
+    """Shape and parameters, then what the run's records say (data, tokens trained,
+    evaluation, cost); a line says when there are none."""
     params = sum(p.numel() for p in net.parameters())
-    lines = [f"# fmforge model: {mdir.parent.name or mdir.name}", "",
+    run = mdir.parent if mdir.name == "train" else mdir
+    lines = [f"# fmforge model: {run.name}", "",
              f"- architecture: {'Qwen3ForCausalLM' if cfg.qk_norm else 'LlamaForCausalLM'}, {params:,} parameters",
              f"- d_model {cfg.d_model}, {cfg.n_layers} layers, {cfg.n_heads} heads ({cfg.kv_heads} KV), "
              f"context {cfg.context_length}, vocab {cfg.vocab_size}", ""]
-    run = mdir.parent
-    for title, rel in (("Training", "train/summary.json"), ("Training", "train/stage.json"),
-                       ("Data", "prepare/stage.json"), ("Evaluation", "eval/eval.json"),
-                       ("Evaluation", "eval/stage.json"), ("Cost", "cost/stage.json")):
-        f = run / rel
-        if f.is_file():
-            try:
-                rec = json.loads(f.read_text())
-            except ValueError:
-                continue
-            keep = {k: v for k, v in rec.items() if isinstance(v, (int, float, str)) and len(str(v)) < 200}
-            lines += [f"## {title} ({rel})", ""] + [f"- {k}: {v}" for k, v in list(keep.items())[:30]] + [""]
+    facts = run_facts(run)
+    if facts:
+        lines += [f"## Training run `{run.name}` (its stage records)", "", "| | |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in facts] + [""]
+    else:
+        lines += [f"No fmforge run records beside {mdir.name}/ (data, tokens trained, evaluation and cost "
+                  "are unknown).", ""]
     lines += ["Exported by `fmforge export --format hf`; chat template: fmforge.tokenizer.chat.", ""]
     return "\n".join(lines)

@@ -61,13 +61,17 @@ def create_app(svc: Service) -> FastAPI:
         return {"object": "list", "data": [{"id": svc.name, "object": "model", "created": svc.created,
                                             "owned_by": "fmforge", "max_model_len": svc.max_len}]}
 
-    async def body_of(request: Request, cls):
+    async def json_of(request: Request) -> dict:
         try:
             raw = await request.json()
         except (ValueError, UnicodeDecodeError):
             raise APIError(400, "the request body is not JSON", None, "invalid_json") from None
         if not isinstance(raw, dict):
             raise APIError(400, "the request body must be a JSON object", None, "invalid_json")
+        return raw
+
+    async def body_of(request: Request, cls):
+        raw = await json_of(request)
         try:
             return cls.model_validate(raw)
         except ValidationError as e:
@@ -75,11 +79,11 @@ def create_app(svc: Service) -> FastAPI:
 
     @app.post("/tokenize")
     async def tokenize(request: Request):
-        raw = await request.json()
-        if isinstance(raw, dict) and "messages" in raw:
+        raw = await json_of(request)
+        if "messages" in raw:
             body = await body_of(request, ChatRequest)
             text = render_chat([{"role": m.role, "content": m.text()} for m in body.messages])
-        elif isinstance(raw, dict) and isinstance(raw.get("prompt"), str):
+        elif isinstance(raw.get("prompt"), str):
             text = raw["prompt"]
         else:
             raise APIError(400, "send {\"prompt\": \"text\"} or {\"messages\": [...]}", "prompt")
@@ -88,8 +92,7 @@ def create_app(svc: Service) -> FastAPI:
 
     @app.post("/detokenize")
     async def detokenize(request: Request):
-        raw = await request.json()
-        ids = raw.get("tokens") if isinstance(raw, dict) else None
+        ids = (await json_of(request)).get("tokens")
         if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
             raise APIError(400, "send {\"tokens\": [ids]}", "tokens")
         return {"prompt": svc.decode(svc.ids_of(ids) if ids else [])}

@@ -13,7 +13,9 @@ from fmforge.options import RecipeOpt, SetOpt, recipe_from, with_options
 
 def register(app: typer.Typer) -> None:
     @app.command("serve")
-    def serve(model: Path = typer.Option(..., "--model", help="run folder, model/checkpoint folder, or HF folder"),
+    def serve(model: Optional[Path] = typer.Option(None, "--model", help="run folder, model/checkpoint folder, or HF folder"),
+              adapter: Optional[Path] = typer.Option(None, "--adapter", help="a LoRA adapter folder (fmforge finetune's "
+                                                     "adapter/), folded into --model or the base it records"),
               host: Optional[str] = typer.Option(None, "--host", help="default serve.host (127.0.0.1)"),
               port: Optional[int] = typer.Option(None, "--port", help="default serve.port (8000)"),
               api_key: Optional[str] = typer.Option(None, "--api-key", envvar="FMFORGE_API_KEY",
@@ -23,7 +25,8 @@ def register(app: typer.Typer) -> None:
               recipe: Optional[str] = RecipeOpt, sets: Optional[List[str]] = SetOpt):
         """Serve a model over an OpenAI-compatible API (completions, chat, streaming) with a chat page at /.
 
-        Example: fmforge serve --model runs/demo --port 8000 --set serve.max_batch=64
+        Examples: fmforge serve --model runs/demo --port 8000 --set serve.max_batch=64
+                  fmforge serve --adapter runs/demo/finetune/adapter
         """
         try:
             import fastapi  # noqa: F401
@@ -34,10 +37,13 @@ def register(app: typer.Typer) -> None:
         from fmforge.serve.api import create_app
         from fmforge.serve.load import build_service
 
-        if not model.exists():
-            raise UserError(f"--model {model}: no such folder")
+        if model is None and adapter is None:
+            raise UserError("give --model DIR (a run, model or HF folder) or --adapter DIR (a LoRA adapter)")
+        for flag, p in (("--model", model), ("--adapter", adapter)):
+            if p is not None and not p.is_dir():
+                raise UserError(f"{flag} {p}: no such folder")
         cfg = with_options(recipe_from(recipe, sets).serve, {"host": ("--host", host), "port": ("--port", port)})
-        svc = build_service(model, cfg, api_key or None, served_model_name)
+        svc = build_service(model, cfg, api_key or None, served_model_name, adapter)
         typer.echo(f"serving {svc.name} ({svc.sched.engine.cfg.n_layers} layers, {svc.max_len}-token context, "
                    f"{cfg.max_batch} slots) on http://{cfg.host}:{cfg.port}  (pid {os.getpid()})")
         try:
