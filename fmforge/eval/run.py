@@ -28,7 +28,8 @@ def evaluate_run(recipe: Recipe, run_dir: Path, out: Path) -> dict:
     e = recipe.eval
     docs = list(iter_docs(shards, e.max_docs, e.max_bytes))
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if dev.type == "cuda" else None
-    res = score_docs(model, docs, model.cfg.context_length, dev, batch_size=16, autocast=autocast)
+    res = score_docs(model, docs, model.cfg.context_length, dev, batch_size=16, stride=e.stride,
+                     autocast=autocast)
     # the same documents, as text, for the compressors (encode wrote them in this order)
     texts = []
     for d in read_docs(run_dir / "prepare", columns=["id", "text"]):
