@@ -157,3 +157,28 @@ def test_long_documents_are_scored_in_sliding_windows(run, tmp_path, stride):
     assert res["bpb"] == pytest.approx(nats / math.log(2) / len(text.encode()), rel=1e-4)
     if stride == 1:  # each token past the first window reads exactly `context` tokens
         assert res["loss"] != pytest.approx(_nats(lm.model, ids, ctx, ctx) / (len(ids) - 1), rel=1e-6)
+
+
+def test_the_eval_stage_and_the_report_break_held_out_bpb_down_by_source(run):
+    import gzip
+
+    from fmforge.cli import app
+
+    ev = json.loads((run / "eval" / "eval.json").read_text())
+    docs = _val_docs(run)[:4]  # the recipe's eval.max_docs, in the shards' order
+    by: dict[str, list[bytes]] = {}
+    for d in docs:
+        by.setdefault(d["source"], []).append(d["text"].encode("utf-8"))
+    assert set(ev["sources"]) == set(by)
+    for src, texts in by.items():
+        got = ev["sources"][src]
+        assert (got["docs"], got["bytes"]) == (len(texts), sum(map(len, texts)))
+        gz = sum(len(gzip.compress(t, compresslevel=9, mtime=0)) for t in texts)
+        assert got["gzip_bpb"] == pytest.approx(8 * gz / got["bytes"])
+    # the sources' nats add up to the whole
+    nats = sum(s["val_bpb"] * s["bytes"] for s in ev["sources"].values())
+    assert nats == pytest.approx(ev["val_bpb"] * ev["bytes"], rel=1e-9)
+    r = CliRunner().invoke(app, ["report", str(run)])
+    assert r.exit_code == 0, r.output
+    page = (run / "report" / "report.html").read_text()
+    assert "by source" in page and all(f"<td>{src}</td>" in page for src in by)
