@@ -182,3 +182,28 @@ def test_the_eval_stage_and_the_report_break_held_out_bpb_down_by_source(run):
     assert r.exit_code == 0, r.output
     page = (run / "report" / "report.html").read_text()
     assert "by source" in page and all(f"<td>{src}</td>" in page for src in by)
+
+
+def test_text_files_jsonl_zst_rows_by_their_source_field_and_gzipped_plain_text(run, tmp_path):
+    import gzip
+
+    zstd = pytest.importorskip("zstandard")
+    from fmforge.eval.load import load_for_eval
+
+    rows = [{"text": "import json\nprint(json.dumps({}))\n", "source": "code"},
+            {"text": "The email package parses mail.", "source": "prose"},
+            {"text": "def f(x):\n    return x\n", "source": "code"}]
+    f = tmp_path / "held.jsonl.zst"
+    f.write_bytes(zstd.ZstdCompressor().compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    g = tmp_path / "plain.txt.gz"
+    g.write_bytes(gzip.compress("logging.info('x')\n".encode()))
+    res = _eval(run, tmp_path / "o", "--text", str(f), "--text", str(g))["lm"]
+    lm = load_for_eval(run).lm
+    ctx = lm.model.cfg.context_length
+    want = {"code": [rows[0]["text"], rows[2]["text"]], "prose": [rows[1]["text"]], str(g): ["logging.info('x')\n"]}
+    assert set(res["sources"]) == set(want)
+    for src, texts in want.items():
+        n_bytes = sum(len(t.encode()) for t in texts)
+        nats = sum(_nats(lm.model, lm.encode(t), ctx, ctx) for t in texts)
+        assert res["sources"][src]["docs"] == len(texts) and res["sources"][src]["bytes"] == n_bytes
+        assert res["sources"][src]["bpb"] == pytest.approx(nats / math.log(2) / n_bytes, rel=1e-4)
