@@ -297,6 +297,9 @@ class TrainConfig(Section):
 class EvalConfig(Section):
     max_docs: Optional[int] = Field(None, ge=1)  # None: every held-out document
     max_bytes: Optional[int] = Field(None, ge=1)  # cap on held-out bytes scored
+    # held-out documents longer than the context: tokens scored per sliding window (None: the
+    # context, windows without overlap, as lm-eval's rolling windows; smaller: more context per token)
+    stride: Optional[int] = Field(None, ge=1)
     prompt: str = "def fibonacci(n):"
     max_new_tokens: int = Field(96, ge=0)
     temperature: float = Field(0.0, ge=0)  # 0: greedy

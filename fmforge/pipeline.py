@@ -126,7 +126,10 @@ def stage_settings(recipe: Recipe, name: str) -> dict:
     if name == "train":
         return {**train_identity(recipe), "budget": train_budget(recipe)}
     if name == "eval":
-        return {"eval": {k: ev[k] for k in EVAL_SCORING}, "train": {"price_per_gpu_hour": train["price_per_gpu_hour"]}}
+        scoring = {k: ev[k] for k in EVAL_SCORING}
+        if ev.get("stride"):  # only when set, so runs from before the option keep their hash
+            scoring["stride"] = ev["stride"]
+        return {"eval": scoring, "train": {"price_per_gpu_hour": train["price_per_gpu_hour"]}}
     if name == "sample":
         return {"eval": {k: ev[k] for k in SAMPLE_FIELDS}}
     if name == "finetune":  # corpus-functions pairs follow the pretraining split

@@ -91,3 +91,11 @@ def test_the_canonical_humaneval_solutions_pass_and_empty_ones_fail():
     assert m["pass@1"] == 1.0, [r["status"] for r in rows]
     bad = [{"task_id": p.task_id, "completions": ["    pass\n"]} for p in problems]
     assert score_completions(problems, bad, timeout_s=10)[0]["pass@1"] == 0.0
+
+
+def test_several_greedy_samples_are_a_user_error_naming_the_settings():
+    from fmforge.errors import UserError
+    from fmforge.eval.code import evaluate_code
+
+    with pytest.raises(UserError, match="eval.code_samples=3 needs eval.code_temperature"):
+        evaluate_code(None, [], samples=3, temperature=0.0)

@@ -84,6 +84,7 @@ def hf_llama(folder: Path, texts: list[str]) -> None:
     LlamaForCausalLM(cfg).to(torch.float32).save_pretrained(folder, safe_serialization=True)
 
 
+@pytest.mark.slow  # lm-eval's HF model and its task building: 35-80 s on 2 loaded cores
 def test_per_item_logliks_and_accuracies_match_lm_eval(tmp_path, monkeypatch):
     pytest.importorskip("lm_eval")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

@@ -41,10 +41,10 @@ def test_tasks_are_scored_during_training_and_by_the_eval_stage(small_run):
     assert ev["tasks"]["arc_easy"]["acc"] == task_lines[-1]["tasks"]["arc_easy"]["acc"]
 
 
-def _check_report(html_file: Path) -> str:
+def _check_report(html_file: Path, want=("loss.png", "bpb.png", "throughput.png", "tasks.png")) -> str:
     page = html_file.read_text()
     pngs = re.findall(r'<img src="([^"]+)"', page)
-    assert {"loss.png", "bpb.png", "throughput.png", "tasks.png"} <= set(pngs)
+    assert set(want) <= set(pngs)
     for p in pngs:
         f = html_file.parent / p
         assert f.is_file() and f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -73,3 +73,25 @@ def test_report_compares_two_runs_and_refuses_a_folder_that_is_not_a_run(small_r
     (tmp_path / "empty").mkdir()
     r = CliRunner().invoke(app, ["report", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
     assert r.exit_code != 0 and "no training metrics" in str(r.exception)
+
+
+@pytest.mark.slow  # a data, tokenizer, train, eval run: 20 s of CPU, over a minute on 2 loaded cores
+def test_a_run_of_the_demo_recipe_gets_its_report(tmp_path, corpus_dir):
+    """The built-in demo recipe (`fmforge run` without --recipe: tiny preset, Muon, WSD, no
+    tasks), on the test corpus and a budget of a few steps instead of the standard library
+    and 3.6M tokens."""
+    from fmforge.cli import app
+
+    sets = {"out_dir": tmp_path / "runs", "data.sources": f"[{corpus_dir}]", "tokenizer.vocab_size": 512,
+            "train.max_tokens": 4 * 4096, "train.compile": "off", "train.threads": 1, "eval.max_docs": 4,
+            "eval.max_new_tokens": 8}
+    r = CliRunner().invoke(app, ["run", *(a for k, v in sets.items() for a in ("--set", f"{k}={v}"))])
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "runs" / "demo"
+    assert json.loads((run / "train" / "summary.json").read_text())["tokens"] == 4 * 4096
+    r = CliRunner().invoke(app, ["report", str(run)])
+    assert r.exit_code == 0, r.output
+    page = _check_report(run / "report" / "report.html", want=("loss.png", "bpb.png", "throughput.png"))
+    assert "tasks.png" not in page and not (run / "report" / "tasks.png").exists()  # the demo scores no tasks
+    ev = json.loads((run / "eval" / "eval.json").read_text())
+    assert f"{ev['val_bpb']:,.4f}" in page and f"{ev['gzip_bpb']:,.4f}" in page

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from fmforge.errors import UserError
 from fmforge.eval.generate import generate
 from fmforge.eval.loglik import LM
 from fmforge.eval.sandbox import run_python
@@ -46,7 +47,8 @@ def evaluate_code(lm: LM, problems: list, samples: int = 1, ks=(1,), temperature
                   max_new_tokens: int = 256, timeout_s: float = 5.0, memory_mb: int = 1024,
                   workers: int = 2) -> tuple[dict, list[dict]]:
     if samples > 1 and temperature <= 0:
-        raise ValueError("eval.code_samples > 1 needs eval.code_temperature > 0 (greedy gives one completion)")
+        raise UserError(f"eval.code_samples={samples} needs eval.code_temperature > 0: greedy decoding gives one "
+                        "completion (e.g. --set eval.code_temperature=0.8)")
     rows = []
     for p in problems:
         comps = complete(lm, p.prompt, samples, temperature, max_new_tokens)

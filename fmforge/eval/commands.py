@@ -51,9 +51,11 @@ def run_tasks(lm, specs: list[str], e: EvalConfig, limit: int | None = None) -> 
 
 
 def eval_markdown(result: dict) -> str:
-    lines = [f"# fmforge eval: {result['model']}", "", "| task | n | acc | acc_norm | centred |", "|---|---|---|---|---|"]
     from fmforge.eval.harness import centred
 
+    lines = [f"# fmforge eval: {result['model']}"]
+    if result["tasks"]:
+        lines += ["", "| task | n | acc | acc_norm | centred |", "|---|---|---|---|---|"]
     for name, m in result["tasks"].items():
         c = centred(m[m["core_metric"]], m["chance"]) if "chance" in m else None
         f = (lambda x: "—" if x is None else f"{x:.4f}")
@@ -64,6 +66,10 @@ def eval_markdown(result: dict) -> str:
         lm = result["lm"]
         lines += ["", f"Held-out: loss {lm['loss']:.4f} nats/token, {lm['bpb']:.4f} bits/byte over "
                       f"{lm['bytes']:,} bytes ({lm['docs']:,} documents)"]
+        if lm.get("sources"):
+            lines += ["", "| source | documents | bytes | loss | bits/byte |", "|---|---|---|---|---|"]
+            lines += [f"| {k} | {v['docs']:,} | {v['bytes']:,} | {v['loss']:.4f} | {v['bpb']:.4f} |"
+                      for k, v in lm["sources"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -87,7 +93,8 @@ def eval_model(model: Path, specs: list[str], out: Path, e: EvalConfig, per_item
             lm.autocast = torch.autocast("cuda", dtype=torch.bfloat16)
         tasks, items = run_tasks(lm, specs, e, limit or e.task_limit)
         result = {"model": str(model), "model_kind": loaded.kind, "tasks": tasks, "core": core_score(tasks),
-                  "lm": heldout_lm(lm, list(texts or []), loaded.run_dir, lm_bytes)}
+                  "lm": heldout_lm(lm, list(texts or []), loaded.run_dir,
+                                         lm_bytes or e.max_bytes, e.stride)}
         written = ["eval.json", "eval.md"]
         if per_item:
             (out / "items").mkdir(exist_ok=True)

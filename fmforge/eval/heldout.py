@@ -2,8 +2,11 @@
 
 Each document is scored on its own, as the compressors it is compared with see one file
 at a time: the model reads the document-boundary token and predicts every token of the
-document after it. Documents longer than the context are scored in windows; each window
-after the first re-reads `context - stride` tokens of the previous one as context.
+document after it. Documents longer than the context are scored in windows of `context` tokens (a sliding
+window): each window after the first scores the next `stride` tokens and re-reads the
+`context - stride` before them as context. stride = context (the default) is lm-eval's
+rolling windows, no overlap; a smaller stride gives each token more context for more compute
+(stride 1: every token after the first `context` sees exactly `context` tokens).
 
 bits per byte = (sum of -ln p over the document's tokens) / ln 2 / (UTF-8 bytes of the
 documents). It does not depend on the tokenizer, so models with different vocabularies
@@ -74,14 +77,24 @@ def windows(ids: np.ndarray, context: int, stride: int) -> Iterator[tuple[np.nda
         end = new_end
 
 
-@torch.no_grad()
 def score_docs(model, docs: Iterable[tuple[np.ndarray, int]], context: int, device, batch_size: int = 16,
                stride: int | None = None, autocast=None) -> HeldoutResult:
-    stride = stride or context
-    result = HeldoutResult(0, 0, 0, 0.0)
-    pending: list[tuple[np.ndarray, int]] = []
+    """Every token of every document after its first (the boundary token), summed."""
+    res = score_by_source(model, ((ids, n, "") for ids, n in docs), context, device, batch_size, stride, autocast)
+    return res.get("", HeldoutResult(0, 0, 0, 0.0))
 
-    def run(batch):
+
+@torch.no_grad()
+def score_by_source(model, docs: Iterable[tuple[np.ndarray, int, str]], context: int, device,
+                    batch_size: int = 16, stride: int | None = None, autocast=None) -> dict[str, HeldoutResult]:
+    """{source: result} of (token ids, UTF-8 bytes, source) documents. Windows wait in one
+    queue per source, so every forward pass holds one source's windows and its summed loss
+    belongs to that source, however the sources are interleaved."""
+    stride = min(stride or context, context)
+    results: dict[str, HeldoutResult] = {}
+    pending: dict[str, list[tuple[np.ndarray, int]]] = {}
+
+    def run(result: HeldoutResult, batch):
         x = torch.zeros(len(batch), context, dtype=torch.long)
         y = torch.full((len(batch), context), -100, dtype=torch.long)
         for r, (w, first) in enumerate(batch):
@@ -95,25 +108,33 @@ def score_docs(model, docs: Iterable[tuple[np.ndarray, int]], context: int, devi
         result.nats += float(nats)
         result.tokens += int((y != -100).sum())
 
-    for ids, nbytes in docs:
+    for ids, nbytes, source in docs:
+        result = results.setdefault(source, HeldoutResult(0, 0, 0, 0.0))
         result.docs += 1
         result.bytes += nbytes
+        queue = pending.setdefault(source, [])
         for w in windows(ids, context, stride):
-            pending.append(w)
-            if len(pending) == batch_size:
-                run(pending)
-                pending = []
-    if pending:
-        run(pending)
-    return result
+            queue.append(w)
+            if len(queue) == batch_size:
+                run(result, queue)
+                queue.clear()
+    for source, queue in pending.items():
+        if queue:
+            run(results[source], queue)
+    return results
 
 
-def compressor_bpb(texts: Iterable[str]) -> dict[str, float]:
-    """Bits per byte of `gzip -9` and `xz -9e`, each file compressed on its own."""
+def compressed_sizes(text: str) -> tuple[int, int, int]:
+    """(UTF-8 bytes, `gzip -9` bytes, `xz -9e` bytes) of one document."""
+    b = text.encode("utf-8", "surrogatepass")
+    return (len(b), len(gzip.compress(b, compresslevel=9, mtime=0)),
+            len(lzma.compress(b, format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME)))
+
+
+def compressor_bpb(texts: Iterable[str] = (), sizes: Iterable[tuple[int, int, int]] | None = None) -> dict[str, float]:
+    """Bits per byte of `gzip -9` and `xz -9e`, each file compressed on its own (or from
+    their `compressed_sizes`, when those are at hand)."""
     raw = gz = xz = 0
-    for t in texts:
-        b = t.encode("utf-8", "surrogatepass")
-        raw += len(b)
-        gz += len(gzip.compress(b, compresslevel=9, mtime=0))
-        xz += len(lzma.compress(b, format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME))
+    for r, g, x in (sizes if sizes is not None else map(compressed_sizes, texts)):
+        raw, gz, xz = raw + r, gz + g, xz + x
     return {"gzip_bpb": 8 * gz / raw, "xz_bpb": 8 * xz / raw, "baseline_bytes": raw}

@@ -1,19 +1,30 @@
 """Held-out language modelling of `fmforge eval --model`: loss and bits per byte on the
-run's validation shards, or on text / JSONL(.gz/.zst) files given with --text, each
-file a source of its own in the breakdown (fmforge.eval.heldout does the arithmetic)."""
+run's validation shards, or on text / JSONL(.gz/.zst) files given with --text
+(fmforge.eval.heldout does the arithmetic), broken down by source:
+
+- validation shards: the `source` column of the run's prepared documents. The shards hold
+  the validation documents in the order the tokenizer stage read them from prepare/, so
+  the sources are that order's; the stage's recorded plan (shards/progress.jsonl: the
+  split's fraction and seed, and prepare/'s files with their sizes and times) is checked
+  against prepare/ first, and without a match the breakdown is left out (`sources_note`).
+- files: a JSONL row's `source` field where it has one, else the file.
+"""
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from fmforge.errors import InputNotFound, UserError
-from fmforge.eval.heldout import HeldoutResult, iter_docs, score_docs
+from fmforge.eval.heldout import HeldoutResult, iter_docs, score_by_source
 from fmforge.eval.loglik import LM
-from fmforge.eval.tasks.base import iter_rows
+from fmforge.eval.tasks.base import iter_rows, open_maybe_gz
 
 
-def texts_of(path: Path, field: str = "text") -> list[str]:
+def texts_of(path: Path, field: str = "text") -> list[tuple[str, str]]:
+    """(text, source) of each document of a --text file."""
     path = Path(path)
     if not path.is_file():
         raise InputNotFound(f"--text {path}: not found")
@@ -23,12 +34,14 @@ def texts_of(path: Path, field: str = "text") -> list[str]:
             t = row.get(field)
             if not isinstance(t, str):
                 raise UserError(f"{path}:{n}: field {field!r} is missing or not a string")
-            out.append(t)
+            src = row.get("source")
+            out.append((t, src if isinstance(src, str) and src else str(path)))
         return out
     try:
-        return [path.read_text(encoding="utf-8")]
-    except UnicodeDecodeError as e:
-        raise UserError(f"--text {path}: not UTF-8 text (byte {e.start})") from None
+        with open_maybe_gz(path) as f:  # plain text, or .gz / .zst of it
+            return [(f.read(), str(path))]
+    except (UnicodeDecodeError, EOFError, OSError) as e:
+        raise UserError(f"--text {path}: not readable UTF-8 text ({e})") from None
 
 
 def _merge(results: list[HeldoutResult]) -> HeldoutResult:
@@ -41,18 +54,57 @@ def _summary(r: HeldoutResult) -> dict:
             "bytes": r.bytes}
 
 
-def heldout_lm(lm: LM, files: list[Path], run_dir: Path | None, max_bytes: int | None = None) -> dict | None:
+def _result(per: dict[str, HeldoutResult], stride: int) -> dict:
+    out = _summary(_merge(list(per.values())))
+    out["stride"] = stride
+    out["sources"] = {k: _summary(v) for k, v in sorted(per.items())}
+    return out
+
+
+def val_sources(run_dir: Path) -> tuple[Iterator[str] | None, str]:
+    """(the source of each validation document in shard order, or None; why not)."""
+    from fmforge.data.documents import iter_batches, shard_paths
+    from fmforge.tokenizer.encode import PROGRESS, is_validation
+
+    shards, prep = run_dir / "tokenizer" / "shards", run_dir / "prepare"
+    try:
+        with open(shards / PROGRESS, encoding="utf-8") as f:
+            plan = json.loads(f.readline())["plan"]
+        fraction, seed, inputs = plan["val_fraction"], plan["seed"], plan["inputs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, f"{shards / PROGRESS} (the tokenizer stage's plan) is missing or unreadable"
+    files = shard_paths(prep) if prep.is_dir() else []
+    if [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files] != inputs:
+        return None, f"{prep} is not the document set the validation shards were encoded from"
+
+    def gen() -> Iterator[str]:
+        for path in files:
+            for batch in iter_batches(path, ("id", "source"), 4096):
+                for i, s in zip(batch.column("id").to_pylist(), batch.column("source").to_pylist()):
+                    if is_validation(i, fraction, seed):
+                        yield s or ""
+
+    return gen(), ""
+
+
+def _with_sources(docs, sources: Iterator[str], shards_dir: Path):
+    for ids, nbytes in docs:
+        src = next(sources, None)
+        if src is None:
+            raise UserError(f"{shards_dir} holds more validation documents than the run's prepare/ folder; "
+                            "re-run with `fmforge run --force`")
+        yield ids, nbytes, src
+
+
+def heldout_lm(lm: LM, files: list[Path], run_dir: Path | None, max_bytes: int | None = None,
+               stride: int | None = None) -> dict | None:
     ctx = lm.max_length
+    stride = min(stride or ctx, ctx)
     batch = max(1, lm.batch_tokens // ctx)
     if files:
-        per = {}
-        for f in files:
-            docs = [(np.asarray(lm.encode(t), dtype=np.int64), len(t.encode("utf-8", "surrogatepass")))
-                    for t in texts_of(f) if t]
-            per[str(f)] = score_docs(lm.model, docs, ctx, lm.device, batch_size=batch, autocast=lm.autocast)
-        out = _summary(_merge(list(per.values())))
-        out["sources"] = {k: _summary(v) for k, v in per.items()}
-        return out
+        docs = [(np.asarray(lm.encode(t), dtype=np.int64), len(t.encode("utf-8", "surrogatepass")), src)
+                for f in files for t, src in texts_of(f) if t]
+        return _result(score_by_source(lm.model, docs, ctx, lm.device, batch, stride, lm.autocast), stride)
     shards_dir = run_dir / "tokenizer" / "shards" if run_dir else None
     if shards_dir is None or not shards_dir.is_dir():
         return None
@@ -62,8 +114,11 @@ def heldout_lm(lm: LM, files: list[Path], run_dir: Path | None, max_bytes: int |
         shards = open_split(shards_dir, "val")
     except FileNotFoundError:
         return None
-    res = score_docs(lm.model, iter_docs(shards, max_bytes=max_bytes), ctx, lm.device, batch_size=batch,
-                     autocast=lm.autocast)
-    out = _summary(res)
-    out["sources"] = {str(shards_dir): _summary(res)}
+    sources, why = val_sources(run_dir)
+    docs = iter_docs(shards, max_bytes=max_bytes)
+    keyed = _with_sources(docs, sources, shards_dir) if sources else ((i, n, "") for i, n in docs)
+    out = _result(score_by_source(lm.model, keyed, ctx, lm.device, batch, stride, lm.autocast), stride)
+    if not sources:
+        out.pop("sources")
+        out["sources_note"] = f"no per-source breakdown: {why}"
     return out

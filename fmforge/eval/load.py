@@ -2,7 +2,9 @@
 
 - a run folder (runs/NAME: train/model.json, tokenizer/tokenizer.json),
 - a train folder (model.json + model.safetensors; the tokenizer beside it in ../tokenizer),
-- a checkpoint (checkpoints/step-N/state.pt, or its folder; the run's tokenizer found upward),
+- a checkpoint: the folder checkpoints/step-N the trainer writes (sharded,
+  torch.distributed.checkpoint; consolidated here in one process, any world size), its
+  train_state.pt, or an older single-file state.pt; the run's tokenizer found upward,
 - a Hugging Face folder (config.json + safetensors + tokenizer.json; Llama/Qwen3/Mistral).
 
 fmforge models read the document-boundary token first (they were trained so), so it
@@ -11,6 +13,7 @@ as lm-eval's `--model hf` does.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,10 +65,15 @@ def load_for_eval(path: Path | str, device: torch.device | str = "cpu", batch_to
     elif d.is_dir() and (d / "model.json").is_file():
         kind, run_dir, train_dir = "train", d.parent, d
     else:
-        state_file = d if d.is_file() else d / "state.pt"
+        from fmforge.train.checkpoint import LEGACY, STATE, is_sharded
+
+        folder = d.parent if d.is_file() and d.name == STATE else d
+        if folder.is_dir() and is_sharded(folder):
+            return _from_sharded(folder, device, batch_tokens)
+        state_file = d if d.is_file() else d / LEGACY
         if not state_file.is_file():
-            raise InputNotFound(f"--model {d}: not a run folder, train folder, checkpoint (state.pt) or Hugging "
-                                "Face folder (config.json)")
+            raise InputNotFound(f"--model {d}: not a run folder, train folder, checkpoint (checkpoints/step-N) or "
+                                "Hugging Face folder (config.json)")
         return _from_checkpoint(state_file, device, batch_tokens)
     from fmforge.model.weights import load_model
 
@@ -77,9 +85,22 @@ def load_for_eval(path: Path | str, device: torch.device | str = "cpu", batch_to
     return Loaded(LM(model, tok, [tok.token_to_id(EOT)], False, batch_tokens), kind, run_dir)
 
 
+def _from_sharded(folder: Path, device, batch_tokens: int) -> Loaded:
+    """A DCP checkpoint folder (what the trainer writes): its model tensors gathered here."""
+    from fmforge.train.checkpoint import consolidated_model, load
+
+    try:
+        state = load(folder)
+        with warnings.catch_warnings():  # DCP notes that it reads without a process group: that is the intent
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            model = consolidated_model(folder)
+    except (OSError, RuntimeError, KeyError, TypeError, EOFError, ValueError) as e:
+        raise UserError(f"{folder} is not a readable fmforge checkpoint ({' '.join(str(e).split())})") from None
+    return _with_tokenizer(model.to(device), state, folder, batch_tokens)
+
+
 def _from_checkpoint(state_file: Path, device, batch_tokens: int) -> Loaded:
     from fmforge.model.transformer import Transformer
-    from fmforge.tokenizer.bpe import EOT
 
     try:
         state = torch.load(state_file, map_location="cpu", weights_only=False)
@@ -92,14 +113,20 @@ def _from_checkpoint(state_file: Path, device, batch_tokens: int) -> Loaded:
     if cfg.tie_embeddings:
         weights.pop("lm_head.weight", None)
     model.load_state_dict(weights, strict=True)
-    model = model.to(device).eval()
+    return _with_tokenizer(model.to(device).eval(), state, state_file.parent, batch_tokens)
+
+
+def _with_tokenizer(model, state: dict, where: Path, batch_tokens: int) -> Loaded:
+    """The checkpoint's model with its run's tokenizer (recorded in the state, else found upward)."""
+    from fmforge.tokenizer.bpe import EOT
+
     tok_file = None
     if state.get("tokens_dir"):
         cand = Path(state["tokens_dir"]).parent / "tokenizer.json"
         tok_file = cand if cand.is_file() else None
-    tok_file = tok_file or _find_up(state_file.parent, "tokenizer/tokenizer.json")
+    tok_file = tok_file or _find_up(where, "tokenizer/tokenizer.json")
     if tok_file is None:
-        raise InputNotFound(f"{state_file}: the run's tokenizer (tokenizer/tokenizer.json) was not found")
+        raise InputNotFound(f"{where}: the run's tokenizer (tokenizer/tokenizer.json) was not found")
     tok = _tokenizer(tok_file)
     run_dir = tok_file.parent.parent
     return Loaded(LM(model, tok, [tok.token_to_id(EOT)], False, batch_tokens), "checkpoint", run_dir)

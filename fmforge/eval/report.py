@@ -178,6 +178,17 @@ def render(runs: list[dict], plots: list[tuple[str, str]]) -> str:
            (("vocab_size", "vocabulary"), ("bytes_per_token", "bytes per token"), ("train_docs", "train documents"),
             ("val_docs", "validation documents"), ("train_tokens", "train tokens"), ("val_tokens", "validation tokens"))]
     parts += ["<h2>Tokenizer</h2>", _table(["", *names], tok)]
+    srcs = sorted({k for r in runs for k in (r["eval"].get("sources") or {})})
+    if srcs:  # the eval stage's held-out documents by source
+        rows = []
+        for k in srcs:
+            row = [k]
+            for r in runs:
+                m = (r["eval"].get("sources") or {}).get(k)
+                row.append(None if m is None else f"{m['val_bpb']:.4f} ({m['gzip_bpb']:.3f} / {m['xz_bpb']:.3f}), "
+                                                  f"{m['docs']:,} docs")
+            rows.append(row)
+        parts += ["<h2>Held-out bits per byte by source (gzip / xz)</h2>", _table(["source", *names], rows)]
     tasks = sorted({t for r in runs for t in (r["eval"].get("tasks") or {})})
     if tasks:
         rows = []

@@ -10,7 +10,7 @@ from fmforge.config import Recipe
 from fmforge.data.documents import read_docs
 from fmforge.errors import InputNotFound, UserError
 from fmforge.eval.generate import generate
-from fmforge.eval.heldout import compressor_bpb, iter_docs, score_docs
+from fmforge.eval.heldout import HeldoutResult, compressed_sizes, compressor_bpb, iter_docs, score_by_source
 from fmforge.tokenizer.bpe import EOT, load
 from fmforge.tokenizer.encode import is_validation
 from fmforge.tokenizer.shards import open_split
@@ -28,21 +28,29 @@ def evaluate_run(recipe: Recipe, run_dir: Path, out: Path) -> dict:
     e = recipe.eval
     docs = list(iter_docs(shards, e.max_docs, e.max_bytes))
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if dev.type == "cuda" else None
-    res = score_docs(model, docs, model.cfg.context_length, dev, batch_size=16, autocast=autocast)
     # the same documents, as text, for the compressors (encode wrote them in this order)
-    texts = []
-    for d in read_docs(run_dir / "prepare", columns=["id", "text"]):
+    texts, sources = [], []
+    for d in read_docs(run_dir / "prepare", columns=["id", "text", "source"]):
         if len(texts) == len(docs):
             break
         if is_validation(d["id"], recipe.data.val_fraction, recipe.data.split_seed):
             texts.append(d["text"])
-    summary = res.to_dict()
-    base = compressor_bpb(texts)
-    if base["baseline_bytes"] != res.bytes:  # e.g. prepare re-run by hand after the shards were made
+            sources.append(d["source"] or "")
+    sizes = [len(t.encode("utf-8", "surrogatepass")) for t in texts]
+    if sizes != [n for _, n in docs]:  # e.g. prepare re-run by hand after the shards were made
         raise UserError(f"the validation texts in {run_dir / 'prepare'} and the token shards in "
-                        f"{run_dir / 'tokenizer' / 'shards'} disagree ({base['baseline_bytes']} vs {res.bytes} bytes); "
-                        "re-run with `fmforge run --force`")
-    summary.update({k: base[k] for k in ("gzip_bpb", "xz_bpb")})
+                        f"{run_dir / 'tokenizer' / 'shards'} disagree ({sum(sizes)} vs {sum(n for _, n in docs)} "
+                        "bytes); re-run with `fmforge run --force`")
+    per = score_by_source(model, [(ids, n, src) for (ids, n), src in zip(docs, sources)], model.cfg.context_length,
+                          dev, batch_size=16, stride=e.stride, autocast=autocast)
+    res = HeldoutResult(len(docs), sum(r.tokens for r in per.values()), sum(sizes), sum(r.nats for r in per.values()))
+    summary = res.to_dict()
+    packed = [compressed_sizes(t) for t in texts]
+    summary.update({k: v for k, v in compressor_bpb(sizes=packed).items() if k in ("gzip_bpb", "xz_bpb")})
+    summary["sources"] = {}  # each source's share of the held-out documents, model next to gzip / xz
+    for src, r in sorted(per.items()):
+        base = compressor_bpb(sizes=[z for z, s in zip(packed, sources) if s == src])
+        summary["sources"][src] = {**r.to_dict(), "gzip_bpb": base["gzip_bpb"], "xz_bpb": base["xz_bpb"]}
     if e.tasks:  # downstream tasks of the recipe (docs/eval.md), on the same model
         from fmforge.eval.commands import run_tasks
         from fmforge.eval.harness import core_score
