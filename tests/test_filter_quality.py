@@ -313,6 +313,7 @@ def test_benchmark_tiny_writes_both_presets_side_by_side(tmp_path):
 
 
 # ---------------------------------------------------------------- books + Wikipedia acceptance
+@pytest.mark.slow  # ~50 s on 2 cores: three 100,000+-word books through prepare
 def test_default_preset_keeps_books_and_wikipedia(tmp_path):
     """The issue's acceptance on a share of the shared data: the 3 longest books (each far over
     the 100,000-word web-page cap) and 300 Wikipedia articles, prepared with the default recipe
