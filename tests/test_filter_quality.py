@@ -134,6 +134,67 @@ def test_default_ngram_rules_count_words_not_punctuation_runs():
     assert rep(text, "fineweb") == "gopher_top_2gram" and rep(text) is None
 
 
+def test_duplicate_paragraph_characters_both_sides():
+    # one long paragraph twice among n unique ones: 1 duplicate of n + 2 paragraphs (<= 0.3),
+    # its characters about 1/(n + 2) of the text; n=8: about 0.1 kept, n=2: about 0.25 dropped
+    para = "\n".join(long_lines(2, 70_000))
+    for n, expect in ((8, None), (2, "gopher_dup_paragraph_chars")):
+        paras = ["\n".join(long_lines(2, 1000 * i)) for i in range(n)] + [para, para]
+        text = "\n\n".join(paras)
+        assert 1 / len(paras) <= 0.3 and (len(para) / len(text) > 0.2) == (expect is not None)
+        assert rep(text) == expect, n
+        assert rep(text, "fineweb") == expect, n
+
+
+def _ngram_page(n: int, k: int, fillers: int, w_len: int = 10) -> str:
+    """k copies of one n-gram of distinct w_len-letter words, each after its own unique
+    5-letter word, then `fillers` more unique 5-letter words: no other n-gram of any size
+    repeats, and no 5-gram spans two copies."""
+    gram, filler = uniq(n, w_len, start=0), iter(uniq(k + fillers, 5, start=0))
+    toks = [t for _ in range(k) for t in [next(filler)] + gram] + list(filler)
+    return " ".join(toks)
+
+
+@pytest.mark.parametrize("n", range(2, 11))
+def test_ngram_repetition_rules_both_sides(n):
+    """Each n-gram rule alone at its threshold, the value worked out from the construction:
+    top n-gram (n = 2-4): count x its characters with spaces / text characters (Gopher A1:
+    0.20, 0.18, 0.16); repeated n-grams (n = 5-10): characters of the words in the later
+    copies / text characters (0.15 ... 0.10). Rules with a smaller n see the same copies and
+    must pass: checked from the same formulas before trusting the verdict."""
+    r, k, w_len = CFG.repetition, 10, 10
+    top = lambda m, size: k * (m * w_len + m - 1) / size  # noqa: E731  (m-gram inside the copies)
+    dup = lambda size: (k - 1) * n * w_len / size  # noqa: E731  (covered by any m <= n repeated m-gram)
+    limit = r.top_ngram_char_frac[n - 2] if n <= 4 else r.dup_ngram_char_frac[n - 5]
+    value = (lambda size: top(n, size)) if n <= 4 else dup
+    # fewest fillers that bring the value to the threshold or under: keep; one filler fewer: drop
+    base = len(_ngram_page(n, k, 0))  # each filler adds 6 characters (5 letters and a space)
+    fillers = next(f for f in range(0, 10_000) if value(base + 6 * f) <= limit)
+    keep, drop = _ngram_page(n, k, fillers), _ngram_page(n, k, fillers - 1)
+    assert len(keep) == base + 6 * fillers and value(len(keep)) <= limit < value(len(drop))
+    for m in range(2, min(n, 5)):  # smaller top n-grams stay under their thresholds
+        assert top(m, len(drop)) <= r.top_ngram_char_frac[m - 2], m
+    for m in range(5, n):  # and the smaller repeated n-gram rules (same characters, higher thresholds)
+        assert dup(len(drop)) <= r.dup_ngram_char_frac[m - 5], m
+    name = f"gopher_top_{n}gram" if n <= 4 else f"gopher_dup_{n}gram_chars"
+    for preset in ("default", "fineweb"):
+        assert rep(keep, preset) is None, (preset, n)
+        assert rep(drop, preset) == name, (preset, n)
+    got = quality.measure(name, drop, words(drop), CFG)  # the card's value is the same number
+    assert got[0] == pytest.approx(value(len(drop))) and got[1] == limit
+
+
+def test_fineweb_word_cap_both_sides():
+    # fineweb: at most 100,000 words (a web-page rule); default: no cap. 99,998 unique words + 2 stop words
+    text = " ".join(uniq(99_998, 5) + ["the", "and"])
+    more = text + " extra"
+    fw = PRESETS["fineweb"].gopher
+    assert fw.max_words == 100_000 and len(text.split()) == 100_000
+    assert filters.gopher_quality(text, words(text), fw, "fineweb") is None
+    assert filters.gopher_quality(more, words(more), fw, "fineweb") == "gopher_too_many_words"
+    assert gq(more) is None
+
+
 # ---------------------------------------------------------------- C4 document rules
 def sentences(n: int, start: int = 0) -> str:
     return " ".join(" ".join(uniq(8, start=start + 20 * i)).capitalize() + " the and." for i in range(n))
