@@ -235,6 +235,26 @@ def test_c4_lowercase_sentence_starts_both_sides():
         assert c4(shuffled, "fineweb") is None  # not a FineWeb rule
 
 
+def test_c4_line_rules_both_sides():
+    # lines of 3 words stay, of 2 go (min_words_per_line 3); a word of 1000 characters stays, of
+    # 1001 takes its line out (max_word_length 1000). The short lines sit in a run between two
+    # other short lines, so the default preset's heading exception does not apply.
+    body = sentences(8)
+    three, two = "Three words here", "Two words"
+    text = "\n".join([body, "Menu", three, "Home", body, "Menu", two, "Home", body])
+    for preset in ("default", "fineweb"):
+        removed: dict = {}
+        out, why = filters.c4_lines(text, PRESETS[preset].c4, removed, preset)
+        assert why is None and three in out.split("\n") and two not in out.split("\n"), preset
+        # fineweb: every short line (Menu, Home, Menu, Two words, Home); default keeps the "Home"
+        # after the three-word line, a heading before prose by its rule
+        assert removed["c4_line_few_words"][0] == {"fineweb": 5, "default": 4}[preset], preset
+        long_ok, long_bad = "a" * 1000, "b" * 1001
+        out, _ = filters.c4_lines("\n".join([body, f"It reads {long_ok} here.", f"It reads {long_bad} here.", body]),
+                                  PRESETS[preset].c4, removed, preset)
+        assert long_ok in out and long_bad not in out and removed["c4_line_long_word"][0] == 1, preset
+
+
 # ---------------------------------------------------------------- code rules, both sides
 def test_code_rules_both_sides():
     code = CFG.code
