@@ -125,7 +125,7 @@ def _fm_reason(family: str, text: str, toks, wh, cfg, preset: str):
         if family == "gopher_quality":
             return filters.gopher_quality(text, toks, cfg, preset), None
         if family == "gopher_repetition":
-            return filters.gopher_repetition(text, toks, wh, cfg), None
+            return filters.gopher_repetition(text, *filters.repetition_tokens(toks, wh, preset), cfg, preset), None
         out, why = filters.c4_lines(text, cfg, None, preset)
         return why, out
     except ZeroDivisionError:  # a rule alone on a document without words (the others would have dropped it)

@@ -45,7 +45,7 @@ def gq(text: str, preset: str = "default"):
 
 def rep(text: str, preset: str = "default"):
     toks = words(text)
-    return filters.gopher_repetition(text, *filters.repetition_tokens(toks, word_hashes(toks), preset), CFG.repetition)
+    return filters.gopher_repetition(text, *filters.repetition_tokens(toks, word_hashes(toks), preset), CFG.repetition, preset)
 
 
 # ---------------------------------------------------------------- Gopher quality, both sides
@@ -183,6 +183,36 @@ def test_ngram_repetition_rules_both_sides(n):
     got = quality.measure(name, drop, words(drop), CFG)  # the card's value is the same number
     assert got[0] == pytest.approx(value(len(drop))) and got[1] == limit
 
+
+def _fineweb_reading_pages() -> dict[str, str]:
+    """Two pages on which the readings of "characters in repeated n-grams" differ:
+    - `case`: 10 copies of a 5-gram of 10-letter words, each copy capitalised differently;
+      ignoring case, 9 later copies of 50 letters are repeats, 450 of 2,847 characters >
+      0.15 (and the top 4-gram, 430, under 0.16); with case kept (datatrove), none repeats;
+    - `skip`: 10 copies of a 6-gram: every word of the 9 later copies lies inside a repeated
+      5-gram (540 characters, > 0.15 of 3,299), but a scan that jumps past each repeat
+      counts 5 words of each copy (450, <= 0.15); the 6-gram rule (540 > 0.14) drops it then."""
+    case_toks = _ngram_page(5, 10, 373).split()
+    for j in range(10):  # copy j starts at token 6j + 1; capitalise the words where bit b of j + 1 is set
+        for b in range(5):
+            if (j + 1) >> b & 1:
+                case_toks[6 * j + 1 + b] = case_toks[6 * j + 1 + b].capitalize()
+    return {"case": " ".join(case_toks), "skip": _ngram_page(6, 10, 430)}
+
+
+def test_fineweb_reads_repeated_ngrams_as_datatrove_default_as_gopher():
+    pages = _fineweb_reading_pages()
+    case, skip = pages["case"], pages["skip"]
+    assert 0.15 < 9 * 5 * 10 / len(case) and 10 * (4 * 10 + 3) / len(case) <= 0.16  # top 4-gram passes
+    assert 9 * 5 * 10 / len(skip) <= 0.15 < 9 * 6 * 10 / len(skip) and 9 * 6 * 10 / len(skip) > 0.14
+    assert 10 * (4 * 10 + 3) / len(skip) <= 0.16
+    assert rep(case) == "gopher_dup_5gram_chars" and rep(case, "fineweb") is None
+    assert rep(skip) == "gopher_dup_5gram_chars" and rep(skip, "fineweb") == "gopher_dup_6gram_chars"
+    # the card measures what decided: fineweb's 6-gram value is the skipping scan's 540 characters
+    got = quality.measure("gopher_dup_6gram_chars", skip, words(skip), PRESETS["fineweb"], "fineweb")
+    assert got[0] == pytest.approx(9 * 6 * 10 / len(skip))
+    got = quality.measure("gopher_dup_5gram_chars", skip, words(skip), CFG)
+    assert got[0] == pytest.approx(9 * 6 * 10 / len(skip))
 
 def test_fineweb_word_cap_both_sides():
     # fineweb: at most 100,000 words (a web-page rule); default: no cap. 99,998 unique words + 2 stop words
@@ -332,7 +362,7 @@ def _fixed_sample() -> list[str]:
 
     rng = random.Random(5)
     junk = [gen(wiki[i % len(wiki)], rng) for i, gen in enumerate(filter_evalset.PROSE_BAD.values()) for _ in range(2)]
-    return [fix_text(t) for t in wiki + junk]
+    return [fix_text(t) for t in wiki + junk + list(_fineweb_reading_pages().values())]
 
 
 def test_fineweb_preset_reproduces_datatrove_rule_by_rule():
@@ -345,7 +375,7 @@ def test_fineweb_preset_reproduces_datatrove_rule_by_rule():
     for i, text in enumerate(texts):
         toks = words(text)
         ours = {"quality": filters.gopher_quality(text, toks, cfg.gopher, "fineweb"),
-                "repetition": filters.gopher_repetition(text, toks, word_hashes(toks), cfg.repetition),
+                "repetition": filters.gopher_repetition(text, toks, word_hashes(toks), cfg.repetition, "fineweb"),
                 "c4": filters.c4_lines(text, cfg.c4, None, "fineweb")[1]}
         for name, block in (("quality", quality_f), ("repetition", repetition_f), ("c4", c4_f)):
             res = block.filter(Document(text=text, id=str(i)))
