@@ -249,8 +249,14 @@ def acceptance(shared: Path, work: Path, log) -> dict:
     s = prepare(work / "raw", work / "out", DataConfig(workers=2))
     kept = {d["id"]: d for d in read_docs(work / "out")}
     out = {"seconds": round(time.perf_counter() - t0, 1), "removed": dict(s.removed), "measured": s.measured}
-    for name, pick in (("books", lambda d: "books" in d["source"]),
-                       ("enwiki_200_words", lambda d: "enwiki" in d["source"] and len(d["text"].split()) >= 200)):
+
+    def path(d: dict) -> str:  # "books.jsonl.zst:line:1": the source is the folder, the file is in meta
+        return json.loads(d["meta"] or "{}").get("path", "")
+
+    if not any(path(d) for d in raw.values()):
+        raise SystemExit("collect wrote no meta.path: cannot tell books from Wikipedia")
+    for name, pick in (("books", lambda d: path(d).startswith("books.")),
+                       ("enwiki_200_words", lambda d: path(d).startswith("enwiki.") and len(d["text"].split()) >= 200)):
         ids = [i for i, d in raw.items() if pick(d)]
         b_in = sum(len(raw[i]["text"].encode()) for i in ids)
         b_out = sum(len(kept[i]["text"].encode()) for i in ids if i in kept)
