@@ -8,7 +8,8 @@ tuning corpus, as a reference), for both of fmforge's presets (``data.filters: f
 made to take datatrove's decisions, and ``default``, which departs from them on purpose):
 
   - each Gopher quality rule alone (the others switched off on both sides: datatrove's
-    argument None, fmforge's threshold made permissive), and the whole filter;
+    argument None, fmforge's threshold made permissive; the rule itself at datatrove's
+    threshold for `fineweb`, at the preset's own for `default`), and the whole filter;
   - each Gopher repetition rule alone, and the whole filter;
   - C4 (FineWeb's setting: no terminal-punctuation rule): the whole filter, the two
     document rules (lorem ipsum, curly bracket) and the sentence count after the line
@@ -106,10 +107,13 @@ def _init() -> None:
     from fmforge.config import DataConfig
 
     rules = _rules()
+    own = {f"gopher_quality.{r}": fm for r, _, _, fm, _ in GOPHER_QUALITY}
     fm = {}
     for preset in ("fineweb", "default"):
         for name, (family, _, over) in rules.items():
             section = {"gopher_quality": "gopher", "gopher_repetition": "repetition", "c4": "c4"}[family]
+            if preset == "default" and name in own:  # the rule under test at the default preset's own threshold
+                over = {k: v for k, v in over.items() if k != own[name]}
             fm[(preset, name)] = getattr(DataConfig(filters=preset, **{section: over}), section)
     _W.update(rules=rules, fm=fm, fineweb_quality=FineWebQualityFilter())
 
@@ -121,7 +125,7 @@ def _fm_reason(family: str, text: str, toks, wh, cfg, preset: str):
         if family == "gopher_quality":
             return filters.gopher_quality(text, toks, cfg, preset), None
         if family == "gopher_repetition":
-            return filters.gopher_repetition(text, toks, wh, cfg), None
+            return filters.gopher_repetition(text, *filters.repetition_tokens(toks, wh, preset), cfg, preset), None
         out, why = filters.c4_lines(text, cfg, None, preset)
         return why, out
     except ZeroDivisionError:  # a rule alone on a document without words (the others would have dropped it)

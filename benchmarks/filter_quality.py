@@ -12,7 +12,8 @@ junk of fifteen kinds made from them; dev/test held out by source document):
 - the per-document quality score (meta.quality): ROC AUC good vs bad on test;
 - agreement of `fineweb` with datatrove's filters, decision for decision, on a sample of the
   test part (never used to tune anything), when datatrove (and spaCy) are installed;
-- `--acceptance`: `fmforge data prepare`'s own run on the shared books + Wikipedia.
+- `--acceptance`: `fmforge data prepare`'s own run on the shared books + Wikipedia
+  (`--acceptance-only`: that alone, a few minutes).
 
     python benchmarks/filter_quality.py                 # writes benchmarks/results/filter_quality-<date>.json
     python benchmarks/filter_quality.py --tiny --out /tmp/fq.json   # a quick check (few documents)
@@ -248,8 +249,14 @@ def acceptance(shared: Path, work: Path, log) -> dict:
     s = prepare(work / "raw", work / "out", DataConfig(workers=2))
     kept = {d["id"]: d for d in read_docs(work / "out")}
     out = {"seconds": round(time.perf_counter() - t0, 1), "removed": dict(s.removed), "measured": s.measured}
-    for name, pick in (("books", lambda d: "books" in d["source"]),
-                       ("enwiki_200_words", lambda d: "enwiki" in d["source"] and len(d["text"].split()) >= 200)):
+
+    def path(d: dict) -> str:  # "books.jsonl.zst:line:1": the source is the folder, the file is in meta
+        return json.loads(d["meta"] or "{}").get("path", "")
+
+    if not any(path(d) for d in raw.values()):
+        raise SystemExit("collect wrote no meta.path: cannot tell books from Wikipedia")
+    for name, pick in (("books", lambda d: path(d).startswith("books.")),
+                       ("enwiki_200_words", lambda d: path(d).startswith("enwiki.") and len(d["text"].split()) >= 200)):
         ids = [i for i, d in raw.items() if pick(d)]
         b_in = sum(len(raw[i]["text"].encode()) for i in ids)
         b_out = sum(len(kept[i]["text"].encode()) for i in ids if i in kept)
@@ -270,6 +277,8 @@ def main(argv=None) -> None:
     ap.add_argument("--sweep-only", action="store_true", help="only the dev threshold sweep")
     ap.add_argument("--datatrove-mb", type=float, default=2.0, help="test-part prose compared with datatrove")
     ap.add_argument("--acceptance", action="store_true", help="also run prepare on the shared books + Wikipedia")
+    ap.add_argument("--acceptance-only", action="store_true",
+                    help="only prepare on the shared books + Wikipedia (writes filter_quality_acceptance-<date>.json)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/fmforge-filter-quality"))
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
@@ -277,6 +286,11 @@ def main(argv=None) -> None:
     if not (a.shared / "pretrain").exists():
         sys.exit(f"shared data absent: {a.shared}")
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if a.acceptance_only:
+        path = write_result("filter_quality_acceptance", header,
+                            {"acceptance_prepare_books_enwiki": acceptance(a.shared, a.work, log)}, a.out)
+        log(f"-> {path}")
+        return
     per_source, per_gen = (6, 4) if a.tiny else (a.per_source, a.per_generator)
     t0 = time.perf_counter()
     docs = filter_evalset.build(a.shared, per_source, per_gen, max_chars=300_000 if a.tiny else None)

@@ -45,7 +45,7 @@ def gq(text: str, preset: str = "default"):
 
 def rep(text: str, preset: str = "default"):
     toks = words(text)
-    return filters.gopher_repetition(text, *filters.repetition_tokens(toks, word_hashes(toks), preset), CFG.repetition)
+    return filters.gopher_repetition(text, *filters.repetition_tokens(toks, word_hashes(toks), preset), CFG.repetition, preset)
 
 
 # ---------------------------------------------------------------- Gopher quality, both sides
@@ -134,6 +134,97 @@ def test_default_ngram_rules_count_words_not_punctuation_runs():
     assert rep(text, "fineweb") == "gopher_top_2gram" and rep(text) is None
 
 
+def test_duplicate_paragraph_characters_both_sides():
+    # one long paragraph twice among n unique ones: 1 duplicate of n + 2 paragraphs (<= 0.3),
+    # its characters about 1/(n + 2) of the text; n=8: about 0.1 kept, n=2: about 0.25 dropped
+    para = "\n".join(long_lines(2, 70_000))
+    for n, expect in ((8, None), (2, "gopher_dup_paragraph_chars")):
+        paras = ["\n".join(long_lines(2, 1000 * i)) for i in range(n)] + [para, para]
+        text = "\n\n".join(paras)
+        assert 1 / len(paras) <= 0.3 and (len(para) / len(text) > 0.2) == (expect is not None)
+        assert rep(text) == expect, n
+        assert rep(text, "fineweb") == expect, n
+
+
+def _ngram_page(n: int, k: int, fillers: int, w_len: int = 10) -> str:
+    """k copies of one n-gram of distinct w_len-letter words, each after its own unique
+    5-letter word, then `fillers` more unique 5-letter words: no other n-gram of any size
+    repeats, and no 5-gram spans two copies."""
+    gram, filler = uniq(n, w_len, start=0), iter(uniq(k + fillers, 5, start=0))
+    toks = [t for _ in range(k) for t in [next(filler)] + gram] + list(filler)
+    return " ".join(toks)
+
+
+@pytest.mark.parametrize("n", range(2, 11))
+def test_ngram_repetition_rules_both_sides(n):
+    """Each n-gram rule alone at its threshold, the value worked out from the construction:
+    top n-gram (n = 2-4): count x its characters with spaces / text characters (Gopher A1:
+    0.20, 0.18, 0.16); repeated n-grams (n = 5-10): characters of the words in the later
+    copies / text characters (0.15 ... 0.10). Rules with a smaller n see the same copies and
+    must pass: checked from the same formulas before trusting the verdict."""
+    r, k, w_len = CFG.repetition, 10, 10
+    top = lambda m, size: k * (m * w_len + m - 1) / size  # noqa: E731  (m-gram inside the copies)
+    dup = lambda size: (k - 1) * n * w_len / size  # noqa: E731  (covered by any m <= n repeated m-gram)
+    limit = r.top_ngram_char_frac[n - 2] if n <= 4 else r.dup_ngram_char_frac[n - 5]
+    value = (lambda size: top(n, size)) if n <= 4 else dup
+    # fewest fillers that bring the value to the threshold or under: keep; one filler fewer: drop
+    base = len(_ngram_page(n, k, 0))  # each filler adds 6 characters (5 letters and a space)
+    fillers = next(f for f in range(0, 10_000) if value(base + 6 * f) <= limit)
+    keep, drop = _ngram_page(n, k, fillers), _ngram_page(n, k, fillers - 1)
+    assert len(keep) == base + 6 * fillers and value(len(keep)) <= limit < value(len(drop))
+    for m in range(2, min(n, 5)):  # smaller top n-grams stay under their thresholds
+        assert top(m, len(drop)) <= r.top_ngram_char_frac[m - 2], m
+    for m in range(5, n):  # and the smaller repeated n-gram rules (same characters, higher thresholds)
+        assert dup(len(drop)) <= r.dup_ngram_char_frac[m - 5], m
+    name = f"gopher_top_{n}gram" if n <= 4 else f"gopher_dup_{n}gram_chars"
+    for preset in ("default", "fineweb"):
+        assert rep(keep, preset) is None, (preset, n)
+        assert rep(drop, preset) == name, (preset, n)
+    got = quality.measure(name, drop, words(drop), CFG)  # the card's value is the same number
+    assert got[0] == pytest.approx(value(len(drop))) and got[1] == limit
+
+
+def _fineweb_reading_pages() -> dict[str, str]:
+    """Two pages on which the readings of "characters in repeated n-grams" differ:
+    - `case`: 10 copies of a 5-gram of 10-letter words, each copy capitalised differently;
+      ignoring case, 9 later copies of 50 letters are repeats, 450 of 2,847 characters >
+      0.15 (and the top 4-gram, 430, under 0.16); with case kept (datatrove), none repeats;
+    - `skip`: 10 copies of a 6-gram: every word of the 9 later copies lies inside a repeated
+      5-gram (540 characters, > 0.15 of 3,299), but a scan that jumps past each repeat
+      counts 5 words of each copy (450, <= 0.15); the 6-gram rule (540 > 0.14) drops it then."""
+    case_toks = _ngram_page(5, 10, 373).split()
+    for j in range(10):  # copy j starts at token 6j + 1; capitalise the words where bit b of j + 1 is set
+        for b in range(5):
+            if (j + 1) >> b & 1:
+                case_toks[6 * j + 1 + b] = case_toks[6 * j + 1 + b].capitalize()
+    return {"case": " ".join(case_toks), "skip": _ngram_page(6, 10, 430)}
+
+
+def test_fineweb_reads_repeated_ngrams_as_datatrove_default_as_gopher():
+    pages = _fineweb_reading_pages()
+    case, skip = pages["case"], pages["skip"]
+    assert 0.15 < 9 * 5 * 10 / len(case) and 10 * (4 * 10 + 3) / len(case) <= 0.16  # top 4-gram passes
+    assert 9 * 5 * 10 / len(skip) <= 0.15 < 9 * 6 * 10 / len(skip) and 9 * 6 * 10 / len(skip) > 0.14
+    assert 10 * (4 * 10 + 3) / len(skip) <= 0.16
+    assert rep(case) == "gopher_dup_5gram_chars" and rep(case, "fineweb") is None
+    assert rep(skip) == "gopher_dup_5gram_chars" and rep(skip, "fineweb") == "gopher_dup_6gram_chars"
+    # the card measures what decided: fineweb's 6-gram value is the skipping scan's 540 characters
+    got = quality.measure("gopher_dup_6gram_chars", skip, words(skip), PRESETS["fineweb"], "fineweb")
+    assert got[0] == pytest.approx(9 * 6 * 10 / len(skip))
+    got = quality.measure("gopher_dup_5gram_chars", skip, words(skip), CFG)
+    assert got[0] == pytest.approx(9 * 6 * 10 / len(skip))
+
+def test_fineweb_word_cap_both_sides():
+    # fineweb: at most 100,000 words (a web-page rule); default: no cap. 99,998 unique words + 2 stop words
+    text = " ".join(uniq(99_998, 5) + ["the", "and"])
+    more = text + " extra"
+    fw = PRESETS["fineweb"].gopher
+    assert fw.max_words == 100_000 and len(text.split()) == 100_000
+    assert filters.gopher_quality(text, words(text), fw, "fineweb") is None
+    assert filters.gopher_quality(more, words(more), fw, "fineweb") == "gopher_too_many_words"
+    assert gq(more) is None
+
+
 # ---------------------------------------------------------------- C4 document rules
 def sentences(n: int, start: int = 0) -> str:
     return " ".join(" ".join(uniq(8, start=start + 20 * i)).capitalize() + " the and." for i in range(n))
@@ -172,6 +263,26 @@ def test_c4_lowercase_sentence_starts_both_sides():
         assert n == 19 and share == k / 19
         assert c4(shuffled) == expect, k
         assert c4(shuffled, "fineweb") is None  # not a FineWeb rule
+
+
+def test_c4_line_rules_both_sides():
+    # lines of 3 words stay, of 2 go (min_words_per_line 3); a word of 1000 characters stays, of
+    # 1001 takes its line out (max_word_length 1000). The short lines sit in a run between two
+    # other short lines, so the default preset's heading exception does not apply.
+    body = sentences(8)
+    three, two = "Three words here", "Two words"
+    text = "\n".join([body, "Menu", three, "Home", body, "Menu", two, "Home", body])
+    for preset in ("default", "fineweb"):
+        removed: dict = {}
+        out, why = filters.c4_lines(text, PRESETS[preset].c4, removed, preset)
+        assert why is None and three in out.split("\n") and two not in out.split("\n"), preset
+        # fineweb: every short line (Menu, Home, Menu, Two words, Home); default keeps the "Home"
+        # after the three-word line, a heading before prose by its rule
+        assert removed["c4_line_few_words"][0] == {"fineweb": 5, "default": 4}[preset], preset
+        long_ok, long_bad = "a" * 1000, "b" * 1001
+        out, _ = filters.c4_lines("\n".join([body, f"It reads {long_ok} here.", f"It reads {long_bad} here.", body]),
+                                  PRESETS[preset].c4, removed, preset)
+        assert long_ok in out and long_bad not in out and removed["c4_line_long_word"][0] == 1, preset
 
 
 # ---------------------------------------------------------------- code rules, both sides
@@ -251,7 +362,7 @@ def _fixed_sample() -> list[str]:
 
     rng = random.Random(5)
     junk = [gen(wiki[i % len(wiki)], rng) for i, gen in enumerate(filter_evalset.PROSE_BAD.values()) for _ in range(2)]
-    return [fix_text(t) for t in wiki + junk]
+    return [fix_text(t) for t in wiki + junk + list(_fineweb_reading_pages().values())]
 
 
 def test_fineweb_preset_reproduces_datatrove_rule_by_rule():
@@ -264,7 +375,7 @@ def test_fineweb_preset_reproduces_datatrove_rule_by_rule():
     for i, text in enumerate(texts):
         toks = words(text)
         ours = {"quality": filters.gopher_quality(text, toks, cfg.gopher, "fineweb"),
-                "repetition": filters.gopher_repetition(text, toks, word_hashes(toks), cfg.repetition),
+                "repetition": filters.gopher_repetition(text, toks, word_hashes(toks), cfg.repetition, "fineweb"),
                 "c4": filters.c4_lines(text, cfg.c4, None, "fineweb")[1]}
         for name, block in (("quality", quality_f), ("repetition", repetition_f), ("c4", c4_f)):
             res = block.filter(Document(text=text, id=str(i)))
@@ -313,6 +424,7 @@ def test_benchmark_tiny_writes_both_presets_side_by_side(tmp_path):
 
 
 # ---------------------------------------------------------------- books + Wikipedia acceptance
+@pytest.mark.slow  # ~50 s on 2 cores: three 100,000+-word books through prepare
 def test_default_preset_keeps_books_and_wikipedia(tmp_path):
     """The issue's acceptance on a share of the shared data: the 3 longest books (each far over
     the 100,000-word web-page cap) and 300 Wikipedia articles, prepared with the default recipe

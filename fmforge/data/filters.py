@@ -9,6 +9,7 @@ C4: Raffel et al. 2020, section 2.2. Code: the StarCoder/The Stack filters (Li e
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import numpy as np
 
@@ -80,9 +81,38 @@ def _dup_fraction(parts: list[str]) -> tuple[float, int]:
     return dup / max(1, len(parts)), chars
 
 
-def gopher_repetition(text: str, toks: list[str], wh: np.ndarray, cfg) -> str | None:
+def top_ngram_chars(toks: list[str], n: int) -> int:
+    """FineWeb's reading of the top n-gram's characters: count x length of the most frequent
+    n-gram written with spaces, words compared as written (case kept); ties go to the first."""
+    grams = Counter(tuple(toks[i : i + n]) for i in range(len(toks) - n + 1))
+    gram, count = grams.most_common(1)[0]
+    return count * (sum(map(len, gram)) + n - 1)
+
+
+def skip_scan_dup_chars(toks: list[str], n: int) -> int:
+    """FineWeb's reading of the characters in repeated n-grams: reading left to right, an
+    n-gram (case kept, words joined without spaces) met before adds its characters and the
+    reading jumps past its last word; one not met before is remembered and the reading moves
+    one word on. n-grams jumped over are never remembered, so this counts at most, and often
+    less than, the default's union of all words inside later copies."""
+    met: set[str] = set()
+    chars = i = 0
+    while i + n <= len(toks):
+        gram = "".join(toks[i : i + n])
+        if gram in met:
+            chars, i = chars + len(gram), i + n
+        else:
+            met.add(gram)
+            i += 1
+    return chars
+
+
+def gopher_repetition(text: str, toks: list[str], wh: np.ndarray, cfg, preset: str = "default") -> str | None:
     """Duplicate lines/paragraphs, the most frequent 2-4-gram, and characters inside
-    repeated 5-10-grams (Gopher table A1)."""
+    repeated 5-10-grams (Gopher table A1). The n-gram rules compare word hashes that ignore
+    case and count every word inside a later copy; `fineweb` confirms a document they would
+    drop with datatrove's reading (case kept; repeated n-grams counted by a skipping scan,
+    which finds fewer), in pure Python but only for those few documents."""
     size = len(text) or 1
     frac, chars = _dup_fraction(PARAGRAPH_RE.split(text.strip()))
     if frac > cfg.dup_para_frac:
@@ -124,7 +154,8 @@ def gopher_repetition(text: str, toks: list[str], wh: np.ndarray, cfg) -> str | 
             top = int(np.argmax(sizes))
             p = int(first[top]) if sizes[top] > 1 else 0  # all distinct: the first n-gram, as Counter ranks ties
             if sizes[top] * (int(lens[p : p + n].sum()) + n - 1) / size > limit:
-                return f"gopher_top_{n}gram"
+                if preset != "fineweb" or top_ngram_chars(toks, n) / size > limit:
+                    return f"gopher_top_{n}gram"
         else:
             limit = cfg.dup_ngram_char_frac[n - 5]
             in_dup = np.repeat(sizes >= 2, sizes)
@@ -138,7 +169,8 @@ def gopher_repetition(text: str, toks: list[str], wh: np.ndarray, cfg) -> str | 
             lo = np.clip(j - n + 1, 0, m - n + 1)
             covered = (csum[hi] - csum[lo]) > 0  # word j lies inside some repeated n-gram
             if covered.any() and int(lens[covered].sum()) / size > limit:
-                return f"gopher_dup_{n}gram_chars"
+                if preset != "fineweb" or skip_scan_dup_chars(toks, n) / size > limit:
+                    return f"gopher_dup_{n}gram_chars"
         keep = np.repeat(sizes >= 2, sizes)
         pos = np.sort(pos[order][keep])
     return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from fmforge.data import filters
 from fmforge.data.filters import (BULLETS, ELLIPSES, HAS_ALNUM, HAS_LETTER, LINES_RE, PARAGRAPH_RE, STOP_WORD_RES,
                                   STOP_WORDS, _NON_ALNUM_RE, _dup_fraction, curly_line_share)
 
@@ -53,9 +54,17 @@ def repetition_measures(text: str, r) -> dict:
             "gopher_dup_lines": (lf, r.dup_line_frac, LE), "gopher_dup_line_chars": (lc / size, r.dup_line_char_frac, LE)}
 
 
-def ngram_measure(reason: str, text: str, toks: list[str], r) -> tuple | None:
-    """The n-gram repetition values (slow: pure Python, only for a removed document)."""
+def ngram_measure(reason: str, text: str, toks: list[str], r, preset: str = "default") -> tuple | None:
+    """The n-gram repetition values (slow: pure Python, only for a removed document);
+    `fineweb` measures as it decides, with datatrove's reading (filters.gopher_repetition)."""
     size = len(text) or 1
+    if preset == "fineweb" and toks:
+        if reason.startswith("gopher_top_"):
+            n = int(reason[len("gopher_top_")][0])
+            return (filters.top_ngram_chars(toks, n) / size, r.top_ngram_char_frac[n - 2], LE) if len(toks) >= n else None
+        if reason.startswith("gopher_dup_") and reason.endswith("gram_chars"):
+            n = int(reason[len("gopher_dup_") : -len("gram_chars")])
+            return filters.skip_scan_dup_chars(toks, n) / size, r.dup_ngram_char_frac[n - 5], LE
     low = [t.lower() for t in toks]  # the rules hash words case-insensitively
     if reason.startswith("gopher_top_"):
         n = int(reason[len("gopher_top_")][0])
@@ -104,7 +113,7 @@ def measure(reason: str, text: str, toks: list[str], cfg, preset: str = "default
     if reason.startswith("gopher_top_") or reason.endswith("gram_chars"):
         if preset != "fineweb":
             toks = [t for t in toks if t.isalnum() or HAS_ALNUM(t)]
-        return ngram_measure(reason, text, toks, cfg.repetition)
+        return ngram_measure(reason, text, toks, cfg.repetition, preset)
     if reason.startswith("gopher_dup_"):
         return repetition_measures(text, cfg.repetition).get(reason)
     if reason.startswith("gopher_"):

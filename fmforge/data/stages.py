@@ -113,7 +113,8 @@ class Stages:
                     return None
             if cfg.repetition.enabled:
                 wh = word_hashes(toks)
-                why = filters.gopher_repetition(text, *filters.repetition_tokens(toks, wh, cfg.filters), cfg.repetition)
+                why = filters.gopher_repetition(text, *filters.repetition_tokens(toks, wh, cfg.filters), cfg.repetition,
+                                                 cfg.filters)
                 if not step("gopher_repetition", text, text, why, toks=toks):
                     return None
             if cfg.c4.enabled:

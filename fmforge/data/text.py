@@ -50,6 +50,7 @@ WORD_RE = re.compile(
     rf"(?:[^\W\d_]++|\d++)(?=[,;:!?)\]\"”’']*(?!\S))|"     # fast path: a plain word or number, then space
     rf"(?:\d++|[^\W\d_]++(?:(?<=[{_LOWER}])|(?<=[{_UPPER}][{_UPPER}]))(?<!(?<![^\s{_PRE}])[a-z]){_NOT_ABBR})(?=\.[,;:!?)\]\"”’']*(?!\S))|"  # a word, then its sentence-final "."
     rf"[,;:!?()\[\]{{}}\"“”«»<>*&#_]|"                          # punctuation that is its own token
+    rf"(?<![^\s{_PRE}])['’](?:[sSmdMD]|re|ve|ll)(?={_SUFZ}|(?!\S))|"  # a clitic alone (WikiText's " 's"): one token, as spaCy's exceptions
     rf"(?<![^\s{_PRE}])(?:\.\.++|[{_PRE}]|\+(?!\d))(?=\S)"        # prefix piece
     rf"|(?<![^\s{_PRE}])(?=[\w/:\-+]*\.|and/or)(?:{_URL}|{_ABBR})(?={_SUFZ}|(?!\S))"    # a URL / an abbreviation, whole
     rf"|['’](?:[sSmdMD]|re|ve|ll)(?![^\W_])|n['’]t(?![^\W_])"
