@@ -174,6 +174,12 @@ def test_cli_run_adapter_loads_with_peft_and_serves(run, tmp_path):
     with torch.no_grad():
         assert (net(ids) - m).abs().max().item() < 1e-4
     assert tok.get_vocab_size() == 300
+    # `fmforge serve --model RUN --adapter OUT/adapter` serves that model
+    from fmforge.serve.load import load_served_model
+    served, stok = load_served_model(run, "cpu", "float32", adapter=out / "adapter")
+    with torch.no_grad():
+        assert (served(ids) - m).abs().max().item() < 1e-4
+    assert stok.get_vocab_size() == 300
     assert "| held-out completion loss" in (out / "finetune_report.md").read_text()
 
 

@@ -20,10 +20,13 @@ def register(app: typer.Typer) -> None:
                                                     help="require Authorization: Bearer KEY"),
               served_model_name: Optional[str] = typer.Option(None, "--served-model-name",
                                                               help="the model id clients use (default: folder name)"),
+              adapter: Optional[Path] = typer.Option(None, "--adapter", help="a LoRA adapter folder of fmforge "
+                                                     "finetune (OUT/adapter): served folded into --model, its base"),
               recipe: Optional[str] = RecipeOpt, sets: Optional[List[str]] = SetOpt):
         """Serve a model over an OpenAI-compatible API (completions, chat, streaming) with a chat page at /.
 
         Example: fmforge serve --model runs/demo --port 8000 --set serve.max_batch=64
+                 fmforge serve --model runs/demo --adapter runs/ft/adapter
         """
         try:
             import fastapi  # noqa: F401
@@ -36,8 +39,10 @@ def register(app: typer.Typer) -> None:
 
         if not model.exists():
             raise UserError(f"--model {model}: no such folder")
+        if adapter is not None and not (adapter / "adapter_config.json").is_file():
+            raise UserError(f"--adapter {adapter}: no adapter_config.json (an adapter folder of `fmforge finetune`)")
         cfg = with_options(recipe_from(recipe, sets).serve, {"host": ("--host", host), "port": ("--port", port)})
-        svc = build_service(model, cfg, api_key or None, served_model_name)
+        svc = build_service(model, cfg, api_key or None, served_model_name, adapter)
         typer.echo(f"serving {svc.name} ({svc.sched.engine.cfg.n_layers} layers, {svc.max_len}-token context, "
                    f"{cfg.max_batch} slots) on http://{cfg.host}:{cfg.port}  (pid {os.getpid()})")
         try:
