@@ -188,20 +188,19 @@ def _reserved(a) -> float | None:
 
 def cost_plan_memory(a) -> dict:
     """`fmforge cost plan`'s per-device memory for fine-tuning this model at this batch, full
-    vs LoRA (fmforge.cost.plan.plan on one H200), with the breakdown behind each."""
+    vs LoRA (fmforge.cost.plan.plan on one H200, LoRA dropout finetune's default), with the
+    breakdown behind each (fmforge.cost.finetune_memory)."""
     from fmforge.cost.estimate import model_from_config
-    from fmforge.cost.memory import breakdown
     from fmforge.cost.plan import lora_params, plan
     from fmforge.hardware import get
 
     cfg = model_config(a)
     spec = model_from_config(cfg, a.preset if not a.tiny else "tiny", a.micro_batch)
     r = plan(1e6, get("h200"), 1, spec, 1e12, 1e8, lora_rank=a.rank)
-    n_lora = lora_params(cfg, a.rank)
-    return {"full_gb": r["finetune"]["full"]["memory_per_device_gb"],
-            "lora_gb": r["finetune"]["lora"]["memory_per_device_gb"], "lora_params": n_lora, "params": spec.params,
-            "full_breakdown": breakdown(spec.params, cfg, a.micro_batch, a.seq, 1, "none", False),
-            "lora_breakdown": breakdown(spec.params, cfg, a.micro_batch, a.seq, 1, "none", False, trainable=n_lora)}
+    full, lora = r["finetune"]["full"], r["finetune"]["lora"]
+    return {"full_gb": full["memory_per_device_gb"], "lora_gb": lora["memory_per_device_gb"],
+            "lora_params": lora_params(cfg, a.rank), "params": spec.params,
+            "full_breakdown": full["memory_breakdown"], "lora_breakdown": lora["memory_breakdown"]}
 
 
 def main() -> None:

@@ -112,14 +112,32 @@ def test_fsdp_and_ddp_match_one_process_and_resume_across_world_sizes(recipe, on
     assert losses(tmp_path / "one_at2") == pytest.approx(ref, rel=REL)
 
 
-@pytest.mark.timeout(600)
-def test_muon_on_two_fsdp_ranks_matches_one_process(recipe, tmp_path):
+@pytest.mark.timeout(900)
+def test_muon_on_two_fsdp_and_two_ddp_ranks_matches_one_process(recipe, tmp_path):
     muon = ["--set", "train.optimizer=muon", "--set", "train.checkpoint_every=0"]
     ok(train(recipe, tmp_path / "one", 1, *muon))
-    ok(train(recipe, tmp_path / "two", 2, *muon, "--set", "train.parallel.strategy=fsdp"))
     ref = losses(tmp_path / "one")
     assert len(ref) == STEPS and ref[-1] < ref[0]
-    assert losses(tmp_path / "two") == pytest.approx(ref, rel=REL)
+    for strategy in ("fsdp", "ddp"):
+        r = ok(train(recipe, tmp_path / strategy, 2, *muon, "--set", f"train.parallel.strategy={strategy}"))
+        assert f"parallel: {strategy} on 2 ranks" in r.stderr
+        assert losses(tmp_path / strategy) == pytest.approx(ref, rel=REL), strategy
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_saved_by_four_ranks_resumes_on_two(recipe, one, tmp_path):
+    """4 FSDP ranks (each 1 micro-batch a step) save at step 10; 2 ranks (2 micro-batches each)
+    continue: the losses of the uninterrupted 4-rank run, which are one process's."""
+    fsdp = ["--set", "train.parallel.strategy=fsdp"]
+    r = ok(train(recipe, tmp_path / "four", 4, *fsdp, timeout=600))
+    assert "(2×64×4 devices×1 accum)" in r.stderr
+    ref = losses(tmp_path / "four")
+    assert ref == pytest.approx(losses(one), rel=REL)
+    keep_only(tmp_path / "four", tmp_path / "at2", 10)
+    r = ok(train(recipe, tmp_path / "at2", 2, "--resume", *fsdp, timeout=600))
+    assert "resumed from" in r.stderr and "(2×64×2 devices×2 accum)" in r.stderr
+    assert losses(tmp_path / "at2") == pytest.approx(ref, rel=REL)
 
 
 @pytest.mark.timeout(300)

@@ -174,6 +174,12 @@ def test_cli_run_adapter_loads_with_peft_and_serves(run, tmp_path):
     with torch.no_grad():
         assert (net(ids) - m).abs().max().item() < 1e-4
     assert tok.get_vocab_size() == 300
+    # `fmforge serve --model RUN --adapter OUT/adapter` serves that model
+    from fmforge.serve.load import load_served_model
+    served, stok = load_served_model(run, "cpu", "float32", adapter=out / "adapter")
+    with torch.no_grad():
+        assert (served(ids) - m).abs().max().item() < 1e-4
+    assert stok.get_vocab_size() == 300
     assert "| held-out completion loss" in (out / "finetune_report.md").read_text()
 
 
@@ -315,3 +321,36 @@ def test_batches_cover_every_example_once_per_epoch_with_little_padding():
     pad = sum(8 * max(len(e.input_ids) for e in b) - sum(len(e.input_ids) for e in b) for b in batches(exs, 8, 0, 0))
     assert pad < 0.1 * sum(len(e.input_ids) for e in exs)
     assert [e.line for b in batches(exs, 8, 0, 0) for e in b] != [e.line for b in batches(exs, 8, 0, 1) for e in b]
+
+
+def test_cli_lora_merge_report_and_task(run, tmp_path):
+    """The interface outside checks use: `fmforge finetune ... --method lora --out OUT --merge`
+    leaves OUT/adapter (PEFT), OUT/merged (transformers) and finetune_report.json; the progress
+    line (verbose) is pretraining's."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    data = _write(tmp_path / "pairs.jsonl", _rows(80))
+    out = tmp_path / "out"
+    sets = ["finetune.max_steps=30", "finetune.device=cpu", "finetune.lr=5e-3", "finetune.warmup_steps=0",
+            "finetune.max_length=96", "finetune.lora.dropout=0", "finetune.sample_prompts=1",
+            "finetune.max_new_tokens=4", "finetune.eval_task_examples=5"]
+    r = subprocess.run([sys.executable, "-m", "fmforge", "finetune", "--model", str(run), "--data", str(data),
+                        "--method", "lora", "--out", str(out), "--merge", "--eval-task", "exact-match",
+                        *[a for s in sets for a in ("--set", s)]], capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "[finetune] done: 30 steps" in r.stderr and "held-out loss" in r.stdout
+    rep = json.loads((out / "finetune_report.json").read_text())
+    assert rep["tuned_eval_loss"] < rep["base_eval_loss"]
+    assert (out / "adapter" / "adapter_config.json").is_file() and (out / "merged" / "config.json").is_file()
+    assert rep["outputs"] == {"adapter": "adapter", "merged": "merged"}
+    for key in ("base_task", "tuned_task"):
+        t = rep[key]
+        assert t["task"] == "exact-match" and t["examples"] == 5 and t["score"] * 5 == round(t["score"] * 5)
+    assert "| exact-match (5 examples) |" in (out / "finetune_report.md").read_text()
+    assert rep["trainable_percent"] == pytest.approx(100 * rep["trainable_params"] / rep["total_params"])
+    assert rep["tokens_per_s"] > 0 and rep["peak_memory_gb"] > 0 and rep["cost"]["device_hours"] > 0

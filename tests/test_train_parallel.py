@@ -50,3 +50,24 @@ def test_muon_orthogonalises_each_projection_of_a_fused_weight():
     apart = torch.cat([orthogonalize(p) for p in u.split(rows, dim=0)])
     assert torch.allclose(update, apart, atol=1e-5)
     assert not torch.allclose(update, orthogonalize(u) * 3 ** 0.5, atol=1e-2)
+
+
+def test_distributed_doc_memory_table_is_the_cost_module():
+    """docs/distributed.md's 'which preset fits on how many GPUs' cells are fmforge.cost.memory's
+    fewest FSDP devices without / with activation checkpointing (micro-batch 1 × 2048)."""
+    import re
+    from pathlib import Path
+
+    from fmforge import hardware
+    from fmforge.cost.estimate import model_from_preset
+    from fmforge.cost.memory import min_devices
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "distributed.md").read_text()
+    rows = re.findall(r"^\| ((?:gpt2|llama)-\w+) \|[^|]+\|[^|]+\|(.+)\|$", doc, re.M)
+    assert len(rows) == 7
+    for name, cells in rows:
+        m = model_from_preset(name, 2048, 1)
+        want = [f"{min_devices(m.params, m.cfg, 1, 2048, 'fsdp', False, hardware.get(g).memory_gb)} / "
+                f"{min_devices(m.params, m.cfg, 1, 2048, 'fsdp', True, hardware.get(g).memory_gb)}"
+                for g in ("a100", "h100", "h200")]
+        assert [c.strip() for c in cells.split("|")] == want, name

@@ -249,6 +249,9 @@ def plan_cmd(
     base_tokens: str = typer.Option("1T", "--base-tokens", help="tokens the base was pretrained on"),
     finetune_tokens: str = typer.Option("100M", "--finetune-tokens", help="your fine-tuning tokens"),
     lora_rank: int = typer.Option(8, "--lora-rank", help="LoRA rank"),
+    micro_batch: int = typer.Option(1, "--micro-batch", help="fine-tuning sequences per device per step, for memory"),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="fine-tuning sequence length (default: the "
+                                                                 "base's context)"),
     catalog: Optional[Path] = CatalogOpt,
     as_json: bool = JsonOpt,
 ):
@@ -259,8 +262,8 @@ def plan_cmd(
     from fmforge.cost.plan import plan
 
     acc = _accelerator(gpu, _catalog(catalog))
-    base = (est.model_from_params(_count(base_params, "--base-params"), flag="--base-params") if base_params
-            else est.model_from_preset(base_preset))
+    base = (est.model_from_params(_count(base_params, "--base-params"), seq_len, micro_batch, flag="--base-params")
+            if base_params else est.model_from_preset(base_preset, seq_len, micro_batch))
     result = plan(budget_usd, acc, gpus, base, _count(base_tokens, "--base-tokens"),
                   _count(finetune_tokens, "--finetune-tokens"), mfu=mfu, price=price, lora_rank=lora_rank)
     _emit(result, as_json, _render_plan)

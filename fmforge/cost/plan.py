@@ -11,6 +11,8 @@ a prediction of your validation loss.
 
 Fine-tuning FLOPs per token: full = the training FLOPs of the base; LoRA skips the weight
 gradients of the frozen matmuls (2·N of the 6·N) and adds 6 FLOPs per adapter weight.
+Fine-tuning memory is `fmforge finetune`'s (fmforge.cost.finetune_memory: a transformers model
+under bf16 autocast, checked against the H200's measured peaks), not pretraining's.
 """
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ import math
 
 from fmforge.config import ModelConfig
 from fmforge.cost.checks import CostError, count, fraction, non_negative, positive
+from fmforge.cost import finetune_memory
 from fmforge.cost.estimate import ModelSpec, model_from_params
+from fmforge.cost.finetune_memory import lora_params
 from fmforge.cost.memory import memory_report
 from fmforge.cost.published import mfu_prior
 from fmforge.hardware import Accelerator
@@ -46,13 +50,6 @@ def hoffmann_optimal(compute: float) -> tuple[float, float]:
     return n, compute / 6 / n
 
 
-def lora_params(cfg: ModelConfig, rank: int) -> int:
-    """Adapters (rank × (in + out)) on every attention and MLP projection of every layer."""
-    d, q, kv, f = cfg.d_model, cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.hidden_dim
-    per_layer = (d + q) + 2 * (d + kv) + (q + d) + 2 * (d + f) + (f + d)
-    return rank * per_layer * cfg.n_layers
-
-
 def _run(flops: float, acc: Accelerator, gpus: int, mfu: float, price: float) -> dict:
     device_hours = flops / (mfu * acc.bf16_tflops * 1e12 * 3600)
     return {"flops": flops, "device_hours": device_hours, "days": device_hours / gpus / 24,
@@ -66,9 +63,20 @@ def _memory(model: ModelSpec, acc: Accelerator, gpus: int, trainable: float | No
             "min_devices": fsdp["min_devices"], "min_devices_checkpointed": mem["schemes"]["fsdp+ckpt"]["min_devices"]}
 
 
+def _finetune_memory(base: ModelSpec, acc: Accelerator, gpus: int, method: str, rank: int, dropout: float) -> dict:
+    """Per device on `gpus` devices (one: as `fmforge finetune` runs; more: FSDP-sharded states)."""
+    kw = dict(rank=rank, dropout=dropout)
+    args = (base.cfg, base.params, base.micro_batch, base.seq_len, method)
+    row = finetune_memory.breakdown(*args, devices=gpus, **kw)
+    return {"memory_per_device_gb": row["total_gb"], "sharding": "none" if gpus == 1 else "fsdp",
+            "memory_breakdown": row, "micro_batch": base.micro_batch, "seq_len": base.seq_len,
+            "min_devices": finetune_memory.min_devices(*args, acc.memory_gb, **kw),
+            "min_devices_checkpointed": finetune_memory.min_devices(*args, acc.memory_gb, checkpointing=True, **kw)}
+
+
 def plan(budget_usd: float, acc: Accelerator, gpus: int, base: ModelSpec, base_tokens: float,
          finetune_tokens: float, *, mfu: float | None = None, price: float | None = None,
-         lora_rank: int = 8) -> dict:
+         lora_rank: int = 8, lora_dropout: float = 0.05) -> dict:
     budget_usd = positive(budget_usd, "--budget-usd")
     gpus = count(gpus, "--gpus")
     base_tokens, finetune_tokens = positive(base_tokens, "--base-tokens"), positive(finetune_tokens, "--finetune-tokens")
@@ -91,10 +99,11 @@ def plan(budget_usd: float, acc: Accelerator, gpus: int, base: ModelSpec, base_t
     n_base = base.params
     non_emb = count_params(base.cfg).non_embedding if not base.shape_inferred else n_base
     n_lora = lora_params(base.cfg, lora_rank)
-    full = {**_run(base.flops_per_token * finetune_tokens, acc, gpus, mfu, price), **_memory(base, acc, gpus)}
+    full = {**_run(base.flops_per_token * finetune_tokens, acc, gpus, mfu, price),
+            **_finetune_memory(base, acc, gpus, "full", lora_rank, lora_dropout)}
     lora_fpt = base.flops_per_token - 2 * non_emb + 6 * n_lora
     lora = {**_run(lora_fpt * finetune_tokens, acc, gpus, mfu, price), "lora_params": n_lora, "rank": lora_rank,
-            **_memory(base, acc, gpus, trainable=n_lora)}
+            **_finetune_memory(base, acc, gpus, "lora", lora_rank, lora_dropout)}
     pretrain_base = _run(base.flops_per_token * base_tokens, acc, gpus, mfu, price)
 
     result = {"budget_usd": budget_usd, "accelerator": acc.name, "gpus": gpus, "price_per_hour": price,

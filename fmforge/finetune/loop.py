@@ -159,7 +159,8 @@ def train_loop(model, examples: list[Example], cfg: FinetuneConfig, rt: Runtime,
     from fmforge.train.optim import build_optimizer, lr_at, set_lr
 
     if verbose:  # pretraining's progress line
-        from fmforge.train.trainer import ProgressLine, _fmt_time
+        from fmforge.train.metrics import ProgressLine
+        from fmforge.train.metrics import fmt_time as _fmt_time
     else:
         ProgressLine, _fmt_time = _Silent, str
 

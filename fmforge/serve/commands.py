@@ -42,6 +42,8 @@ def register(app: typer.Typer) -> None:
         for flag, p in (("--model", model), ("--adapter", adapter)):
             if p is not None and not p.is_dir():
                 raise UserError(f"{flag} {p}: no such folder")
+        if adapter is not None and not (adapter / "adapter_config.json").is_file():
+            raise UserError(f"--adapter {adapter}: no adapter_config.json (an adapter folder of `fmforge finetune`)")
         cfg = with_options(recipe_from(recipe, sets).serve, {"host": ("--host", host), "port": ("--port", port)})
         svc = build_service(model, cfg, api_key or None, served_model_name, adapter)
         typer.echo(f"serving {svc.name} ({svc.sched.engine.cfg.n_layers} layers, {svc.max_len}-token context, "
