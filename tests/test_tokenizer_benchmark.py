@@ -78,6 +78,9 @@ def test_tiny_run_writes_repeats_ratios_and_checks(tmp_path):
             assert ratio["runs"] == pytest.approx(want) and ratio["mean"] == pytest.approx(sum(want) / 2)
             assert ratio["min"] == pytest.approx(min(want)) and ratio["max"] == pytest.approx(max(want))
     assert f["ratios"]["scaling_2_vs_1_workers"]["mean"] > 0
+    cpu = [mb / x["cpu_seconds"] / (mb / y["cpu_seconds"]) for x, y in
+           zip(f["fmforge_encode_2_workers"]["runs"], f["hf_encode_batch_fast"]["runs"])]
+    assert f["ratios_per_cpu_second"]["fmforge_2_workers_vs_hf_encode_batch_fast"]["runs"] == pytest.approx(cpu)
     ids = f["identical_ids"]
     assert ids["heldout"]["docs"] > 0 and ids["trained_on"]["docs"] > 0 and ids["wikitext2"]["docs"] > 100
     for key in ("1_workers", "2_workers", "heldout", "trained_on", "wikitext2"):
