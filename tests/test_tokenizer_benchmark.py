@@ -47,10 +47,9 @@ def test_id_check_catches_a_changed_or_missing_id(tmp_path, prepared):
     assert b.mismatches(tmp_path / "shards", ids[:-1], ref[:-1]) == [-1]
 
 
-@pytest.mark.slow  # ~10 s alone; a minute when the 2 cores are shared
 @pytest.mark.skipif(not (SHARED / "pretrain" / "peps.tar.gz").exists() or
                     not (SHARED / "eval" / "wikitext-2" / "valid.txt").exists(), reason="../shared/data is absent")
-def test_tiny_run_writes_repeats_ratios_and_checks(tmp_path):
+def test_tiny_run_writes_repeats_ratios_and_checks(tmp_path):  # ~8 s on 2 quiet cores
     out = tmp_path / "tok.json"
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tokenizer.py"), "--max-mb", "1", "--vocab", "1024",
                         "--repeats", "2", "--workers", "1,2", "--sources", "peps.tar.gz,tinyshakespeare.txt",
