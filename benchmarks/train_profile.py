@@ -63,24 +63,7 @@ def profile_case(name: str, steps: int, warmup: int, nanogpt: str | None) -> dic
     import train_throughput as tt
 
     system, model_name, batch, seq, opts = tt.CASES[name]
-    torch.manual_seed(0)
-    if system == "fmforge":
-        model, opt, loss_fn, fpt, vocab = tt.build_fmforge(model_name, opts)
-    elif system == "nanogpt":
-        model, opt, loss_fn, fpt, vocab = tt.build_nanogpt(nanogpt)
-    else:
-        model, opt, loss_fn, fpt, vocab = tt.build_hf(model_name)
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    data = [torch.randint(0, vocab, (batch, seq + 1), device="cuda", generator=gen) for _ in range(4)]
-
-    def step(i: int) -> float:
-        d = data[i % len(data)]
-        loss = loss_fn(d[:, :-1].contiguous(), d[:, 1:].contiguous())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return float(loss)
+    step, fpt = tt.build_case(name, nanogpt)
 
     for i in range(warmup):
         step(i)

@@ -113,7 +113,9 @@ def build_hf(model_name: str):
     return model, opt, loss_fn, 6 * n + 12 * cfg.num_hidden_layers * cfg.hidden_size * p["context_length"], cfg.vocab_size
 
 
-def run_case(name: str, steps: int, warmup: int, nanogpt: str | None) -> dict:
+def build_case(name: str, nanogpt: str | None):
+    """(step function, flops per token) of a case: step(i) runs one full optimizer step on
+    batch i of 4 fixed random batches and returns the loss, read back as a trainer does."""
     import torch
 
     system, model_name, batch, seq, opts = CASES[name]
@@ -135,6 +137,15 @@ def run_case(name: str, steps: int, warmup: int, nanogpt: str | None) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
         return float(loss)  # a trainer reads the loss every step
+
+    return step, fpt
+
+
+def run_case(name: str, steps: int, warmup: int, nanogpt: str | None) -> dict:
+    import torch
+
+    system, model_name, batch, seq, opts = CASES[name]
+    step, fpt = build_case(name, nanogpt)
 
     t0 = time.perf_counter()
     for i in range(warmup):
