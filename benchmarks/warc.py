@@ -36,7 +36,6 @@ import argparse
 import itertools
 import json
 import logging
-import os
 import re
 import resource
 import statistics

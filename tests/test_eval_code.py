@@ -1,7 +1,6 @@
 """HumanEval execution: the sandbox holds, pass@k is the closed form."""
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from math import comb

@@ -3,7 +3,6 @@ nanoGPT-shaped model.py written here: the held-out splits follow the rule and ho
 sources, no held-out text is in the training stream, choices follow dev, and the reported
 test figures are the mean/min/max of the chosen configuration's repeats."""
 import hashlib
-import io
 import json
 import os
 import random

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 
-from fmforge.config import ModelConfig
 from fmforge.cost.checks import CostError, count, fraction, non_negative, positive
 from fmforge.cost import finetune_memory
 from fmforge.cost.estimate import ModelSpec, model_from_params

@@ -88,8 +88,6 @@ def eval_model(model: Path, specs: list[str], out: Path, e: EvalConfig, per_item
         if dev.type == "cuda":
             import torch
 
-            import torch
-
             lm.autocast = torch.autocast("cuda", dtype=torch.bfloat16)
         tasks, items = run_tasks(lm, specs, e, limit or e.task_limit)
         result = {"model": str(model), "model_kind": loaded.kind, "tasks": tasks, "core": core_score(tasks),
