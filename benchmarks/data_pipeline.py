@@ -263,6 +263,20 @@ def near_dup_quality(pairs, passed: set[str], kept: set[str]) -> dict:
             "removed_not_planted": len(removed) - correct}
 
 
+def check_peer() -> None:
+    """Fail before any work when datatrove cannot run its FineWeb pipeline here."""
+    import importlib.util
+
+    missing = [m for m in ("datatrove", "spacy", "orjson", "xxhash") if importlib.util.find_spec(m) is None]
+    if missing:
+        sys.exit(f"missing {', '.join(missing)}: install the bench extra (pip install -e '.[bench]')")
+    import xxhash
+
+    if int(xxhash.VERSION.split(".")[0]) >= 4:  # datatrove hashes str, which xxhash 4 refuses
+        sys.exit(f"datatrove's MinHash needs xxhash<4 (its processing extra pins it), found {xxhash.VERSION}: "
+                 "pip install 'xxhash<4'")
+
+
 def spread(xs: list[float]) -> dict:
     return {"mean": sum(xs) / len(xs), "min": min(xs), "max": max(xs), "runs": list(xs)}
 
@@ -360,8 +374,7 @@ def main() -> None:
     header = provenance(args, peers=("datatrove", "spacy", "xxhash", "numpy"))
     if not SHARED.exists():
         sys.exit(f"shared data not found: {SHARED}")
-    import datatrove  # noqa: F401  (fail early when the peer is missing)
-    import spacy  # noqa: F401  (datatrove's English word split)
+    check_peer()
 
     shutil.rmtree(args.work, ignore_errors=True)
     docs = load_corpus(args.limit_mb)
