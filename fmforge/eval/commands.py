@@ -91,8 +91,7 @@ def eval_model(model: Path, specs: list[str], out: Path, e: EvalConfig, per_item
             lm.autocast = torch.autocast("cuda", dtype=torch.bfloat16)
         tasks, items = run_tasks(lm, specs, e, limit or e.task_limit)
         result = {"model": str(model), "model_kind": loaded.kind, "tasks": tasks, "core": core_score(tasks),
-                  "lm": heldout_lm(lm, list(texts or []), loaded.run_dir,
-                                         lm_bytes or e.max_bytes, e.stride)}
+                  "lm": heldout_lm(lm, list(texts or []), loaded.run_dir, lm_bytes or e.max_bytes, e.stride)}
         written = ["eval.json", "eval.md"]
         if per_item:
             (out / "items").mkdir(exist_ok=True)
