@@ -31,11 +31,17 @@ CASES = {
     "fmforge/gpt2-124m/b64": ("fmforge", "gpt2-124m", 64, 1024, {}),
     "fmforge/gpt2-124m/flash": ("fmforge", "gpt2-124m", 32, 1024, {"attention": "flash"}),
     "fmforge/gpt2-124m/whole": ("fmforge", "gpt2-124m", 32, 1024, {"compile": "model"}),
+    # exploratory (issue 14): Inductor's GEMM autotuning per block; the whole model under CUDA graphs
+    "fmforge/gpt2-124m/autotune": ("fmforge", "gpt2-124m", 32, 1024, {"compile": "blocks",
+                                                                      "mode": "max-autotune-no-cudagraphs"}),
+    "fmforge/gpt2-124m/graphs": ("fmforge", "gpt2-124m", 32, 1024, {"compile": "model", "mode": "reduce-overhead"}),
     "nanogpt/gpt2-124m": ("nanogpt", "gpt2-124m", 32, 1024, {}),
     "fmforge/llama-1b": ("fmforge", "llama-1b", 8, 2048, {}),
     "fmforge/llama-1b/b16": ("fmforge", "llama-1b", 16, 2048, {}),
     "fmforge/llama-1b/flash": ("fmforge", "llama-1b", 8, 2048, {"attention": "flash"}),
     "fmforge/llama-1b/whole": ("fmforge", "llama-1b", 8, 2048, {"compile": "model"}),
+    "fmforge/llama-1b/autotune": ("fmforge", "llama-1b", 8, 2048, {"compile": "blocks",
+                                                                  "mode": "max-autotune-no-cudagraphs"}),
     "hf/llama-1b": ("hf", "llama-1b", 8, 2048, {}),
 }
 DEFAULT = ["fmforge/gpt2-124m", "nanogpt/gpt2-124m", "fmforge/llama-1b", "hf/llama-1b"]
@@ -52,14 +58,19 @@ def build_fmforge(model_name: str, opts: dict):
     from fmforge.train.parallelize import parallelize, setup
 
     cfg = ModelConfig(**PRESETS[model_name])
-    tcfg = TrainConfig(max_steps=1, attention=opts.get("attention", "auto"),
-                       compile="off" if opts.get("compile") == "model" else "on")
+    own = "compile" in opts  # compiled here (whole model, or blocks with a mode) instead of by parallelize
+    tcfg = TrainConfig(max_steps=1, attention=opts.get("attention", "auto"), compile="off" if own else "on")
     rt = setup(tcfg)
     with torch.device(rt.device):
         model = Transformer(cfg)
     model = parallelize(model, rt)
+    mode = opts.get("mode")
     if opts.get("compile") == "model":
-        model = torch.compile(model)
+        model = torch.compile(model, mode=mode)
+    elif opts.get("compile") == "blocks":
+        for block in model.layers:
+            block.compile(mode=mode)
+        model.loss_head = torch.compile(model.loss_head, mode=mode)
     opt = build_optimizer(model, tcfg, "cuda")
 
     def loss_fn(x, y):

@@ -186,6 +186,10 @@ class ModelConfig(Section):
     tie_embeddings: bool = True
     qk_norm: bool = False
     init_std: float = Field(0.02, gt=0)
+    # Start the residual branches' output projections (attention wo, MLP w2) and an untied
+    # output head at zero (modded-nanogpt): every block starts as the identity. Init only;
+    # the model computes the same function either way.
+    zero_init_out: bool = False
 
     @model_validator(mode="after")
     def _shapes(self) -> "ModelConfig":

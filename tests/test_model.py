@@ -50,3 +50,28 @@ def test_causal_no_future_leak():
     b[0, 10:] = (b[0, 10:] + 1) % 50
     with torch.no_grad():
         assert torch.equal(model(a)[0, :10], model(b)[0, :10])
+
+
+def test_zero_init_out_starts_every_block_as_the_identity_and_still_learns():
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=4, context_length=16, tie_embeddings=False,
+                      zero_init_out=True)
+    model = Transformer(cfg)
+    zeroed = [n for n, p in model.named_parameters() if p.dim() == 2 and not p.any()]
+    assert sorted(zeroed) == sorted(["lm_head.weight"] + [f"layers.{i}.{m}" for i in range(2)
+                                                          for m in ("attn.wo.weight", "mlp.w2.weight")])
+    x = torch.randint(0, 50, (4, 16))
+    # by hand: identity blocks and a zero head give uniform logits, loss ln(vocab)
+    assert model(x, x).item() == pytest.approx(torch.log(torch.tensor(50.0)).item(), abs=1e-6)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(20):
+        loss = model(x, x)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.5
+    assert all(model.layers[i].attn.wo.weight.any() and model.layers[i].mlp.w2.weight.any() for i in range(2))
+    # off (the default), nothing is zero
+    assert all(p.any() for p in Transformer(cfg.model_copy(update={"zero_init_out": False})).parameters())

@@ -120,6 +120,8 @@ class Transformer(nn.Module):
         for name, p in self.named_parameters():
             if p.dim() == 1:
                 p.fill_(1.0)  # norm gains
+            elif self.cfg.zero_init_out and name.endswith(("wo.weight", "w2.weight", "lm_head.weight")):
+                p.zero_()
             elif name.endswith(("wo.weight", "w2.weight")):
                 # residual projections scaled down by depth (GPT-2 / nanoGPT)
                 nn.init.normal_(p, std=std / math.sqrt(2 * self.cfg.n_layers))
