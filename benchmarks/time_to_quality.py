@@ -294,7 +294,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="runs of the chosen recipe and of the chosen nanoGPT rate")
     ap.add_argument("--budget", type=float, default=None, help="nanoGPT's seconds of training, compilation "
                     "included (default 60; --tiny 1.5, which also sets the recipes' train.time_budget_s)")
-    ap.add_argument("--nanogpt-lrs", default="6e-4,1.2e-3,2.4e-3", help="the learning rates swept on dev")
+    ap.add_argument("--nanogpt-lrs", default="3e-4,6e-4,1.2e-3",
+                    help="the learning rates swept on dev (2026-12-07: 6e-4 beat 1.2e-3 and 2.4e-3, at the low edge)")
     ap.add_argument("--nanogpt-shape", default="12,12,768", help="n_layer,n_head,n_embd (default: GPT-2 124M)")
     ap.add_argument("--fresh-repeats", action="store_true", help="do not reuse the sweep's run as a repeat")
     ap.add_argument("--book-part-chars", type=int, default=None, help="book part size (default 65536; --tiny 2048)")
