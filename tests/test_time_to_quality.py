@@ -153,6 +153,10 @@ def test_time_to_quality_tiny_cpu(tmp_path):
     for d in held["dev"] + held["test"]:
         assert texts[d["source"]][d["doc"]][d["start"]:d["end"]][:300] not in stream
 
+    # both systems' compile caches were warmed before any scored run; a warm-up is not a run
+    assert res["timing"]["fmforge_compile_warmup_s"] > 0 and res["timing"]["nanogpt_compile_warmup_s"] > 0
+    assert sorted(p.name for p in work.glob("fmforge-*-warm")) == sorted(f"fmforge-{Path(rp).stem}-warm" for rp in recipes)
+
     # every run scored on both splits, the same documents for both systems
     runs = res["runs"]
     assert not [x for x in runs if "error" in x]
