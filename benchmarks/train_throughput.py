@@ -36,6 +36,8 @@ CASES = {
                                                                       "mode": "max-autotune-no-cudagraphs"}),
     "fmforge/gpt2-124m/graphs": ("fmforge", "gpt2-124m", 32, 1024, {"compile": "model", "mode": "reduce-overhead"}),
     "nanogpt/gpt2-124m": ("nanogpt", "gpt2-124m", 32, 1024, {}),
+    # the time-to-quality recipe's step (42M, Muon, 32k vocabulary), to see where its time goes
+    "fmforge/h200-60s": ("fmforge", "recipes/h200-60s.yaml", 32, 1024, {}),
     "fmforge/llama-1b": ("fmforge", "llama-1b", 8, 2048, {}),
     "fmforge/llama-1b/b16": ("fmforge", "llama-1b", 16, 2048, {}),
     "fmforge/llama-1b/flash": ("fmforge", "llama-1b", 8, 2048, {"attention": "flash"}),
@@ -57,9 +59,16 @@ def build_fmforge(model_name: str, opts: dict):
     from fmforge.train.optim import build_optimizer
     from fmforge.train.parallelize import parallelize, setup
 
-    cfg = ModelConfig(**PRESETS[model_name])
     own = "compile" in opts  # compiled here (whole model, or blocks with a mode) instead of by parallelize
-    tcfg = TrainConfig(max_steps=1, attention=opts.get("attention", "auto"), compile="off" if own else "on")
+    if model_name.endswith(".yaml"):  # a recipe's model and optimizer (its tokenizer's vocabulary)
+        from fmforge.config import load_recipe
+
+        recipe = load_recipe(ROOT / model_name)
+        cfg = recipe.model.model_copy(update={"vocab_size": recipe.model.vocab_size or recipe.tokenizer.vocab_size})
+        tcfg = recipe.train.model_copy(update={"compile": "off" if own else "on"})
+    else:
+        cfg = ModelConfig(**PRESETS[model_name])
+        tcfg = TrainConfig(max_steps=1, attention=opts.get("attention", "auto"), compile="off" if own else "on")
     rt = setup(tcfg)
     with torch.device(rt.device):
         model = Transformer(cfg)
