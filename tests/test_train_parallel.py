@@ -7,6 +7,7 @@ from fmforge.config import ModelConfig, TrainConfig
 from fmforge.errors import UserError
 from fmforge.model.transformer import Transformer
 from fmforge.train.muon import build_muon, orthogonalize
+from fmforge.train.optim import set_lr
 from fmforge.train.parallelize import choose_strategy
 from fmforge.train.step import accumulation
 
@@ -71,3 +72,43 @@ def test_distributed_doc_memory_table_is_the_cost_module():
                 f"{min_devices(m.params, m.cfg, 1, 2048, 'fsdp', True, hardware.get(g).memory_gb)}"
                 for g in ("a100", "h100", "h200")]
         assert [c.strip() for c in cells.split("|")] == want, name
+
+
+def test_muon_optimizer_steps_match_references_over_several_steps():
+    """The AdamW part equals torch.optim.AdamW (per tensor, no foreach), also when one tensor
+    misses a gradient on one step (its bias correction then lags); the Muon part equals a
+    per-matrix reference written here: momentum, Nesterov, each projection orthogonalised,
+    the shape scale, decoupled weight decay."""
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                                    context_length=16, ffn_dim=96, tie_embeddings=False))
+    cfg = TrainConfig(max_steps=1, muon_lr=0.02, lr=0.01, weight_decay=0.1, beta1=0.9, beta2=0.95)
+    opt = build_muon(model, cfg)
+    set_lr(opt, 0.01)  # as the trainer does: Muon's group at lr × lr_scale = 0.02
+    muon_group, *adam_groups = opt.param_groups
+    adam_params = [p for g in adam_groups for p in g["params"]]
+    ref_adam = [p.detach().clone().requires_grad_() for p in adam_params]
+    ref_opt = torch.optim.AdamW([{"params": ref_adam[:len(adam_groups[0]["params"])], "weight_decay": 0.0},
+                                 {"params": ref_adam[len(adam_groups[0]["params"]):], "weight_decay": 0.0}],
+                                lr=0.01, betas=(0.9, 0.95), eps=1e-8, foreach=False)
+    mats = [(p, p.detach().clone(), torch.zeros_like(p), s) for p, s in zip(muon_group["params"], muon_group["splits"])]
+    for step in range(3):
+        x = torch.randint(0, 64, (4, 16))
+        opt.zero_grad(set_to_none=True)
+        model(x, x).backward()
+        if step == 1:
+            adam_params[-1].grad = None  # one gain skips a step
+        for p, r in zip(adam_params, ref_adam):
+            r.grad = None if p.grad is None else p.grad.clone()
+        grads = [p.grad.clone() for p, *_ in mats]
+        opt.step()
+        ref_opt.step()
+        for (p, w, buf, splits), g in zip(mats, grads):
+            buf.mul_(0.95).add_(g)
+            u = g + 0.95 * buf
+            parts = u.split(list(splits), dim=0) if splits else [u]
+            upd = torch.cat([orthogonalize(t) * max(1.0, t.shape[0] / t.shape[1]) ** 0.5 for t in parts])
+            w.mul_(1 - 0.02 * 0.1).add_(upd, alpha=-0.02)
+            assert torch.allclose(p.detach(), w, atol=1e-6), step
+        for p, r in zip(adam_params, ref_adam):
+            assert torch.allclose(p.detach(), r.detach(), rtol=1e-5, atol=1e-7), step

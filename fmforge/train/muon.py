@@ -46,7 +46,12 @@ class MuonAdamW(torch.optim.Optimizer):
                 self._adamw_step(group)
 
     def _adamw_step(self, group: dict) -> None:
-        lr, wd, (b1, b2) = group["lr"], group["weight_decay"], group["betas"]
+        """AdamW over the group's tensors with foreach ops: a few launches per group instead of
+        several per tensor (the embedding, head and every norm gain), so the step's host time
+        does not grow with the layer count. Tensors are grouped by their step count (equal,
+        unless some had no gradient on some step), which sets the bias corrections."""
+        lr, wd, (b1, b2), eps = group["lr"], group["weight_decay"], group["betas"], group["eps"]
+        by_step: dict[int, list[torch.Tensor]] = {}
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -54,13 +59,20 @@ class MuonAdamW(torch.optim.Optimizer):
             if "step" not in state:
                 state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
             state["step"] += 1
-            t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-            m.lerp_(p.grad, 1 - b1)
-            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-            denom = (v / (1 - b2**t)).sqrt_().add_(group["eps"])
+            by_step.setdefault(state["step"], []).append(p)
+        for t, ps in by_step.items():
+            grads = [p.grad for p in ps]
+            m = [self.state[p]["exp_avg"] for p in ps]
+            v = [self.state[p]["exp_avg_sq"] for p in ps]
+            torch._foreach_lerp_(m, grads, 1 - b1)
+            torch._foreach_mul_(v, b2)
+            torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
+            denom = torch._foreach_div(v, 1 - b2**t)
+            torch._foreach_sqrt_(denom)
+            torch._foreach_add_(denom, eps)
             if wd:
-                p.mul_(1 - lr * wd)
-            p.addcdiv_(m, denom, value=-lr / (1 - b1**t))
+                torch._foreach_mul_(ps, 1 - lr * wd)
+            torch._foreach_addcdiv_(ps, m, denom, value=-lr / (1 - b1**t))
 
     def _muon_step(self, group: dict) -> None:
         """Each projection's whole matrix is orthogonalised: a fused weight (q|k|v, gate|up)
@@ -71,13 +83,16 @@ class MuonAdamW(torch.optim.Optimizer):
         lr, wd, mom = group["lr"], group["weight_decay"], group["momentum"]
         splits_of = group.get("splits") or [()] * len(group["params"])
         params = [(p, splits) for p, splits in zip(group["params"], splits_of) if p.grad is not None]
-        fulls, pieces = [], []  # pieces: (param index, piece index, tensor)
-        for n, (p, splits) in enumerate(params):
-            buf = self.state[p].setdefault("momentum", torch.zeros_like(p))
-            buf.mul_(mom).add_(p.grad)
-            u = p.grad.add(buf, alpha=mom)  # Nesterov
+        if not params:
+            return
+        pieces = []  # (param index, piece index, tensor)
+        grads = [p.grad for p, _ in params]
+        bufs = [self.state[p].setdefault("momentum", torch.zeros_like(p)) for p, _ in params]
+        torch._foreach_mul_(bufs, mom)
+        torch._foreach_add_(bufs, grads)
+        nesterov = torch._foreach_add(grads, bufs, alpha=mom)
+        for n, ((p, splits), u) in enumerate(zip(params, nesterov)):
             full = u.full_tensor() if hasattr(u, "full_tensor") else u  # DTensor: gather the matrix
-            fulls.append(full)
             parts = full.split(list(splits), dim=0) if splits else [full]
             pieces += [(n, k, t) for k, t in enumerate(parts)]
         by_shape: dict[tuple, list] = {}
@@ -87,17 +102,23 @@ class MuonAdamW(torch.optim.Optimizer):
         for shape, items in by_shape.items():
             ortho = orthogonalize(torch.stack([t for _, _, t in items]))
             scale = max(1.0, shape[0] / shape[1]) ** 0.5
+            if scale != 1.0:
+                ortho = ortho * scale
             for (n, k, _), o in zip(items, ortho.unbind(0)):
-                done[(n, k)] = o * scale
+                done[(n, k)] = o
+        updates = []
         for n, (p, splits) in enumerate(params):
-            update = torch.cat([done[(n, k)] for k in range(len(splits) if splits else 1)], dim=0)
+            k = len(splits) if splits else 1
+            update = torch.cat([done[(n, i)] for i in range(k)], dim=0) if k > 1 else done[(n, 0)]
             if hasattr(p, "device_mesh"):  # back to this rank's shard (every rank holds the whole update)
                 from torch.distributed.tensor import distribute_tensor
 
                 update = distribute_tensor(update, p.device_mesh, p.placements, src_data_rank=None)
-            if wd:
-                p.mul_(1 - lr * wd)
-            p.add_(update, alpha=-lr)
+            updates.append(update)
+        ps = [p for p, _ in params]
+        if wd:
+            torch._foreach_mul_(ps, 1 - lr * wd)
+        torch._foreach_add_(ps, updates, alpha=-lr)
 
 
 def projection_splits(model: torch.nn.Module) -> dict[int, tuple[int, ...]]:
