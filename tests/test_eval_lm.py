@@ -248,3 +248,15 @@ def test_the_eval_stage_and_eval_model_give_the_same_breakdown_by_source(run, tm
         assert s["val_loss"] == pytest.approx(m["loss"], rel=1e-5)
     assert (stage["docs"], stage["bytes"]) == (model["docs"], model["bytes"])
 
+
+def test_the_eval_stage_names_the_prepare_file_that_no_longer_matches_the_shards(run, tmp_path):
+    from fmforge.errors import UserError
+
+    def change(copy: Path) -> None:  # prepare/ changed after the shards were encoded
+        f = sorted((copy / "prepare").glob("*.parquet"))[0]
+        f.write_bytes(f.read_bytes() + b"\0")
+
+    r, copy = _eval_stage_on_a_copy(run, tmp_path, change)
+    assert isinstance(r.exception, UserError), r.output
+    f = sorted((copy / "prepare").glob("*.parquet"))[0]
+    assert "not the document set" in str(r.exception) and f.name in str(r.exception)
