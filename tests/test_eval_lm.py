@@ -207,3 +207,56 @@ def test_text_files_jsonl_zst_rows_by_their_source_field_and_gzipped_plain_text(
         nats = sum(_nats(lm.model, lm.encode(t), ctx, ctx) for t in texts)
         assert res["sources"][src]["docs"] == len(texts) and res["sources"][src]["bytes"] == n_bytes
         assert res["sources"][src]["bpb"] == pytest.approx(nats / math.log(2) / n_bytes, rel=1e-4)
+
+
+def _eval_stage_on_a_copy(run: Path, tmp: Path, change=None):
+    """The eval stage (`fmforge eval --recipe`) on a copy of the run, every validation
+    document scored; `change(copy)` first. The other stages are up to date (copy2 keeps the
+    files' times); (the CLI's result, the copy)."""
+    import shutil
+
+    import yaml
+
+    from fmforge.cli import app
+
+    copy = tmp / "runs" / run.name
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("checkpoints", "eval", "report"))
+    recipe = yaml.safe_load((run.parent.parent / "r.yaml").read_text())
+    recipe["out_dir"], recipe["eval"]["max_docs"] = str(tmp / "runs"), 100_000
+    (tmp / "r.yaml").write_text(yaml.safe_dump(recipe))
+    if change:
+        change(copy)
+    return CliRunner().invoke(app, ["eval", "--recipe", str(tmp / "r.yaml")]), copy
+
+
+def test_the_eval_stage_and_eval_model_give_the_same_breakdown_by_source(run, tmp_path):
+    r, copy = _eval_stage_on_a_copy(run, tmp_path)
+    assert r.exit_code == 0, r.output
+    assert "[train] up to date" in r.output  # the same model
+    stage = json.loads((copy / "eval" / "eval.json").read_text())
+    model = _eval(copy, tmp_path / "o")["lm"]
+    want: dict[str, list[int]] = {}  # computed here from prepare/ with the split's own rule
+    for d in _val_docs(run):
+        want.setdefault(d["source"], []).append(len(d["text"].encode("utf-8")))
+    assert len(want) >= 2
+    assert set(stage["sources"]) == set(model["sources"]) == set(want)
+    for src, sizes in want.items():
+        s, m = stage["sources"][src], model["sources"][src]
+        assert (s["docs"], s["bytes"]) == (m["docs"], m["bytes"]) == (len(sizes), sum(sizes))
+        assert s["tokens"] == m["tokens"]
+        assert s["val_bpb"] == pytest.approx(m["bpb"], rel=1e-5)
+        assert s["val_loss"] == pytest.approx(m["loss"], rel=1e-5)
+    assert (stage["docs"], stage["bytes"]) == (model["docs"], model["bytes"])
+
+
+def test_the_eval_stage_names_the_prepare_file_that_no_longer_matches_the_shards(run, tmp_path):
+    from fmforge.errors import UserError
+
+    def change(copy: Path) -> None:  # prepare/ changed after the shards were encoded
+        f = sorted((copy / "prepare").glob("*.parquet"))[0]
+        f.write_bytes(f.read_bytes() + b"\0")
+
+    r, copy = _eval_stage_on_a_copy(run, tmp_path, change)
+    assert isinstance(r.exception, UserError), r.output
+    f = sorted((copy / "prepare").glob("*.parquet"))[0]
+    assert "not the document set" in str(r.exception) and f.name in str(r.exception)

@@ -2,24 +2,21 @@
 run's validation shards, or on text / JSONL(.gz/.zst) files given with --text
 (fmforge.eval.heldout does the arithmetic), broken down by source:
 
-- validation shards: the `source` column of the run's prepared documents. The shards hold
-  the validation documents in the order the tokenizer stage read them from prepare/, so
-  the sources are that order's; the stage's recorded plan (shards/progress.jsonl: the
-  split's fraction and seed, and prepare/'s files with their sizes and times) is checked
-  against prepare/ first, and without a match the breakdown is left out (`sources_note`).
+- validation shards: the `source` column of the run's prepared documents
+  (fmforge.eval.valdocs, as the eval stage); where prepare/ no longer matches the
+  tokenizer stage's recorded plan the breakdown is left out (`sources_note`).
 - files: a JSONL row's `source` field where it has one, else the file.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from fmforge.errors import InputNotFound, UserError
 from fmforge.eval.heldout import HeldoutResult, iter_docs, score_by_source
 from fmforge.eval.loglik import LM
+from fmforge.eval.valdocs import ShardsMismatch, with_sources
 from fmforge.eval.tasks.base import iter_rows, open_maybe_gz
 
 
@@ -61,41 +58,6 @@ def _result(per: dict[str, HeldoutResult], stride: int) -> dict:
     return out
 
 
-def val_sources(run_dir: Path) -> tuple[Iterator[str] | None, str]:
-    """(the source of each validation document in shard order, or None; why not)."""
-    from fmforge.data.documents import iter_batches, shard_paths
-    from fmforge.tokenizer.encode import PROGRESS, is_validation
-
-    shards, prep = run_dir / "tokenizer" / "shards", run_dir / "prepare"
-    try:
-        with open(shards / PROGRESS, encoding="utf-8") as f:
-            plan = json.loads(f.readline())["plan"]
-        fraction, seed, inputs = plan["val_fraction"], plan["seed"], plan["inputs"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None, f"{shards / PROGRESS} (the tokenizer stage's plan) is missing or unreadable"
-    files = shard_paths(prep) if prep.is_dir() else []
-    if [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files] != inputs:
-        return None, f"{prep} is not the document set the validation shards were encoded from"
-
-    def gen() -> Iterator[str]:
-        for path in files:
-            for batch in iter_batches(path, ("id", "source"), 4096):
-                for i, s in zip(batch.column("id").to_pylist(), batch.column("source").to_pylist()):
-                    if is_validation(i, fraction, seed):
-                        yield s or ""
-
-    return gen(), ""
-
-
-def _with_sources(docs, sources: Iterator[str], shards_dir: Path):
-    for ids, nbytes in docs:
-        src = next(sources, None)
-        if src is None:
-            raise UserError(f"{shards_dir} holds more validation documents than the run's prepare/ folder; "
-                            "re-run with `fmforge run --force`")
-        yield ids, nbytes, src
-
-
 def heldout_lm(lm: LM, files: list[Path], run_dir: Path | None, max_bytes: int | None = None,
                stride: int | None = None) -> dict | None:
     ctx = lm.max_length
@@ -114,11 +76,14 @@ def heldout_lm(lm: LM, files: list[Path], run_dir: Path | None, max_bytes: int |
         shards = open_split(shards_dir, "val")
     except FileNotFoundError:
         return None
-    sources, why = val_sources(run_dir)
     docs = iter_docs(shards, max_bytes=max_bytes)
-    keyed = _with_sources(docs, sources, shards_dir) if sources else ((i, n, "") for i, n in docs)
+    try:
+        keyed = ((ids, n, src) for ids, n, src, _ in with_sources(docs, run_dir))
+        why = ""
+    except ShardsMismatch as e:  # scored all the same, without the breakdown
+        keyed, why = ((ids, n, "") for ids, n in docs), str(e)
     out = _result(score_by_source(lm.model, keyed, ctx, lm.device, batch, stride, lm.autocast), stride)
-    if not sources:
+    if why:
         out.pop("sources")
         out["sources_note"] = f"no per-source breakdown: {why}"
     return out

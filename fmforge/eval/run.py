@@ -7,12 +7,11 @@ from pathlib import Path
 import torch
 
 from fmforge.config import Recipe
-from fmforge.data.documents import read_docs
 from fmforge.errors import InputNotFound, UserError
 from fmforge.eval.generate import generate
 from fmforge.eval.heldout import HeldoutResult, compressed_sizes, compressor_bpb, iter_docs, score_by_source
+from fmforge.eval.valdocs import with_sources
 from fmforge.tokenizer.bpe import EOT, load
-from fmforge.tokenizer.encode import is_validation
 from fmforge.tokenizer.shards import open_split
 from fmforge.model.weights import load_model
 
@@ -26,22 +25,11 @@ def evaluate_run(recipe: Recipe, run_dir: Path, out: Path) -> dict:
     model = load_model(run_dir / "train", dev)
     shards = open_split(run_dir / "tokenizer" / "shards", "val")
     e = recipe.eval
-    docs = list(iter_docs(shards, e.max_docs, e.max_bytes))
+    # each document with its source and text (for the compressors), checked against prepare/
+    docs = list(with_sources(iter_docs(shards, e.max_docs, e.max_bytes), run_dir))
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if dev.type == "cuda" else None
-    # the same documents, as text, for the compressors (encode wrote them in this order)
-    texts, sources = [], []
-    for d in read_docs(run_dir / "prepare", columns=["id", "text", "source"]):
-        if len(texts) == len(docs):
-            break
-        if is_validation(d["id"], recipe.data.val_fraction, recipe.data.split_seed):
-            texts.append(d["text"])
-            sources.append(d["source"] or "")
-    sizes = [len(t.encode("utf-8", "surrogatepass")) for t in texts]
-    if sizes != [n for _, n in docs]:  # e.g. prepare re-run by hand after the shards were made
-        raise UserError(f"the validation texts in {run_dir / 'prepare'} and the token shards in "
-                        f"{run_dir / 'tokenizer' / 'shards'} disagree ({sum(sizes)} vs {sum(n for _, n in docs)} "
-                        "bytes); re-run with `fmforge run --force`")
-    per = score_by_source(model, [(ids, n, src) for (ids, n), src in zip(docs, sources)], model.cfg.context_length,
+    texts, sources, sizes = [d[3] for d in docs], [d[2] for d in docs], [d[1] for d in docs]
+    per = score_by_source(model, [d[:3] for d in docs], model.cfg.context_length,
                           dev, batch_size=16, stride=e.stride, autocast=autocast)
     res = HeldoutResult(len(docs), sum(r.tokens for r in per.values()), sum(sizes), sum(r.nats for r in per.values()))
     summary = res.to_dict()

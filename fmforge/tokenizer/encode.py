@@ -209,11 +209,15 @@ def encode_chunk(index: int, chunk: list[Piece]) -> dict:
 # ------------------------------------------------------------------ resume
 
 
+def plan_inputs(docs_dir: Path) -> list[list]:
+    """[name, size, mtime_ns] of each document shard: the corpus as the plan records it."""
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in shard_paths(docs_dir)]
+
+
 def plan(docs_dir: Path, tokenizer_fp: str, val_fraction: float, seed: int, chunk_bytes: int) -> dict:
     """Everything the shards depend on; a progress log with another plan is not resumed."""
-    inputs = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in shard_paths(docs_dir)]
     return {"version": PLAN_VERSION, "tokenizer": tokenizer_fp, "val_fraction": val_fraction, "seed": seed,
-            "chunk_bytes": chunk_bytes, "inputs": inputs}
+            "chunk_bytes": chunk_bytes, "inputs": plan_inputs(docs_dir)}
 
 
 def finished_chunks(out_dir: Path, want: dict) -> dict[int, dict]:
