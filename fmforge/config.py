@@ -342,6 +342,16 @@ class FinetuneConfig(Section):
     """Fine-tuning a pretrained causal LM (fmforge.finetune; docs/finetune.md). `fmforge finetune`
     reads this section; the pipeline's finetune stage runs it when `enabled`."""
 
+    # As TrainConfig's: a checkpoint continues only under the same identity (every field not
+    # listed here, plus the base model's weights and the training rows; fmforge.finetune.checkpoint).
+    # The budget may change on a resume; neutral fields change how the run is carried out or
+    # reported, not the weights it trains (paths are neutral: the content is fingerprinted).
+    BUDGET_FIELDS: ClassVar[tuple[str, ...]] = ("max_steps", "epochs")
+    NEUTRAL_FIELDS: ClassVar[tuple[str, ...]] = (
+        "enabled", "model", "data", "eval_data", "max_eval_examples", "eval_task", "eval_task_examples",
+        "gradient_checkpointing", "device", "log_every", "checkpoint_every", "checkpoint_every_s",
+        "keep_checkpoints", "merge", "sample_prompts", "max_new_tokens", "temperature")
+
     class Lora(Section):  # HF PEFT LoraConfig
         r: int = Field(8, ge=1)
         alpha: float = Field(16.0, gt=0)
@@ -390,6 +400,13 @@ class FinetuneConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on GPU (LoRA base in bf16)
     seed: int = 0
     log_every: int = Field(1, ge=1)
+    # checkpoints in OUT/checkpoints/ (resume with --resume): every checkpoint_every steps (0: off), every
+    # checkpoint_every_s seconds (0: off), on SIGINT/SIGTERM and at the end. One is kept by default: with
+    # method full a checkpoint is the whole model plus AdamW's two moments (12 bytes a parameter), and the
+    # newest replaces the older only once it is complete.
+    checkpoint_every: int = Field(0, ge=0)
+    checkpoint_every_s: float = Field(600, ge=0)
+    keep_checkpoints: int = Field(1, ge=1)
     merge: bool = False  # lora: also write OUT/merged/, the adapter folded into the base
     sample_prompts: int = Field(1, ge=0)  # held-out prompts completed before/after in the report
     max_new_tokens: int = Field(96, ge=0)

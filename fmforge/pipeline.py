@@ -56,7 +56,8 @@ TRAIN_NEUTRAL = ("device", "compile", "attention", "threads", "log_every", "chec
 EVAL_SCORING = ("max_docs", "max_bytes", "baselines", "tasks", "task_limit", "code_samples", "code_k",
                 "code_temperature", "code_max_new_tokens", "code_timeout_s", "code_memory_mb")
 SAMPLE_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k")
-FINETUNE_NEUTRAL = ("enabled", "device", "log_every")  # how the finetune stage runs, not what it makes
+FINETUNE_NEUTRAL = ("enabled", "device", "log_every", "checkpoint_every", "checkpoint_every_s",
+                    "keep_checkpoints")  # how the finetune stage runs, not what it makes
 
 
 @dataclass
@@ -399,8 +400,8 @@ class Pipeline:
     def finetune(self) -> StageRun:
         from fmforge.finetune.stage import run_finetune_stage
 
-        return self.run_stage("finetune", lambda out, decision: run_finetune_stage(self.recipe, self.dir, out,
-                                                                                   self.verbose))
+        return self.run_stage("finetune", lambda out, decision: run_finetune_stage(
+            self.recipe, self.dir, out, self.verbose, resume=decision == "resume"))
 
     def run_stages(self, names: list[str], close: bool = True) -> list[StageRun]:
         """Run `names` in order, holding the run folder's lock."""

@@ -24,6 +24,8 @@ def register(app: typer.Typer) -> None:
                                                                           "(greedy completion = reference)"),
         tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="tokenizer.json for a fmforge model "
                                                                            "(default: the run's)"),
+        resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its newest checkpoint "
+                                                             "(also after raising finetune.max_steps / epochs)"),
         recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt,
     ):
         """Fine-tune a pretrained causal LM: every weight, LoRA or prompt tuning (HF PEFT).
@@ -32,10 +34,13 @@ def register(app: typer.Typer) -> None:
         token. Held-out loss before and after goes to OUT/finetune_report.json and .md; the
         adapter to OUT/adapter/ (PEFT format). Settings: the recipe's finetune section
         (docs/finetune.md), e.g. --set finetune.lora.r=16 --set finetune.max_steps=200.
+        Checkpoints go to OUT/checkpoints/ (every 10 minutes, on Ctrl-C / SIGTERM and at the end);
+        the same command with --resume continues an interrupted run exactly.
 
         Examples:
           fmforge finetune --model runs/demo --data pairs.jsonl --method lora --out runs/ft
           fmforge finetune --model ./llama-hf --data chat.jsonl --method full --set finetune.lr=1e-5
+          fmforge finetune --model runs/demo --data pairs.jsonl --method lora --out runs/ft --resume
         """
         from fmforge.finetune.run import finetune
         from fmforge.outputs import claimed, locked, need
@@ -50,7 +55,8 @@ def register(app: typer.Typer) -> None:
         out = out or Path(r.out_dir) / "finetune" / model.resolve().name
         inputs = [model, data] + ([eval_data] if eval_data else []) + ([tokenizer] if tokenizer else [])
         with claimed(out, "finetune", inputs) as od, locked(out):
-            rep = finetune(model, data, od.path, cfg, eval_data, tokenizer)
+            od.record(["checkpoints"])  # before training: an interrupted run leaves them, and they are ours
+            rep = finetune(model, data, od.path, cfg, eval_data, tokenizer, resume=resume)
             od.record(["finetune_report.json", "finetune_report.md", "metrics.jsonl", *rep["outputs"].values()])
         typer.echo(f"held-out loss {rep['base_eval_loss']:.4f} -> {rep['tuned_eval_loss']:.4f}; "
                    f"trainable {rep['trainable_params']:,} ({rep['trainable_percent']:.3f}%); "

@@ -6,6 +6,10 @@ metrics.jsonl line per optimizer step (step, loss, lr, grad_norm, tokens, tokens
 elapsed_s). The loss of a step is the mean over every trained token of its micro-batches
 (a sum divided by their count, so gradient accumulation weighs tokens, not rows).
 
+Checkpoints (fmforge.finetune.checkpoint) are saved by steps, by time, on SIGINT/SIGTERM and
+at the end; a resumed loop restores weights, AdamW state and RNG states and skips the
+micro-batches already trained on, so it takes the steps an uninterrupted run would take.
+
 Precision: on a GPU, bf16 autocast; full fine-tuning keeps fp32 weights (16 bytes a
 parameter with AdamW), LoRA and prompt tuning keep the frozen base in bf16 and the trained
 weights in fp32 (the accounting of `fmforge cost plan`).
@@ -25,7 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from fmforge.config import FinetuneConfig, TrainConfig
+from fmforge.finetune.checkpoint import Checkpoints
 from fmforge.finetune.data import IGNORE, Example, batches
+from fmforge.train.metrics import truncate_metrics
 
 
 @dataclass
@@ -155,8 +161,12 @@ def peak_memory(rt: Runtime) -> tuple[float, str]:
 
 
 def train_loop(model, examples: list[Example], cfg: FinetuneConfig, rt: Runtime, pad_id: int,
-               out_dir: Path | None = None, verbose: bool = True, label: str = "finetune") -> LoopResult:
+               out_dir: Path | None = None, verbose: bool = True, label: str = "finetune",
+               checkpoints: Checkpoints | None = None) -> LoopResult:
+    """Train `model` on `examples`; with `checkpoints`, save them as the finetune section says
+    (and on SIGINT/SIGTERM, then TrainingInterrupted) and continue the one it opened to resume."""
     from fmforge.train.optim import build_optimizer, lr_at, set_lr
+    from fmforge.train.signals import StopRequest, TrainingInterrupted, stop_on_signals
 
     if verbose:  # pretraining's progress line
         from fmforge.train.metrics import ProgressLine
@@ -172,8 +182,23 @@ def train_loop(model, examples: list[Example], cfg: FinetuneConfig, rt: Runtime,
     if rt.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(rt.device)
     torch.manual_seed(cfg.seed)
+    res = LoopResult(0, 0, 0, 0.0, float("nan"))
+    consumed = 0  # micro-batches drawn from the stream
+    if checkpoints is not None and checkpoints.state is not None:
+        if checkpoints.step > steps:
+            from fmforge.errors import UserError
+            raise UserError(f"cannot resume from {checkpoints.resume_from}: it is at step {checkpoints.step}, past "
+                            f"this run's {steps} planned steps; raise finetune.max_steps or finetune.epochs")
+        done = checkpoints.restore(model, opt, rt.device)  # weights, AdamW state, RNG states
+        res.steps, res.tokens, res.trained_tokens = done["step"], done["tokens"], done["trained_tokens"]
+        res.seconds, res.final_loss, consumed = done["seconds"], done["final_loss"], done["micro_batches"]
+    start = res.steps
     log = ProgressLine(verbose)
-    metrics = open(out_dir / "metrics.jsonl", "w") if out_dir is not None else None
+    metrics = None
+    if out_dir is not None:
+        if start:  # lines past the checkpoint were written by the interrupted run: they come again
+            truncate_metrics(out_dir / "metrics.jsonl", start)
+        metrics = open(out_dir / "metrics.jsonl", "a" if start else "w")
 
     def stream():
         epoch = 0
@@ -182,42 +207,67 @@ def train_loop(model, examples: list[Example], cfg: FinetuneConfig, rt: Runtime,
             epoch += 1
 
     source = stream()
+    for _ in range(consumed):  # the data order is a function of (seed, epoch): skip what was trained on
+        next(source)
+
+    def progress() -> dict:
+        return {"step": res.steps, "micro_batches": consumed, "tokens": res.tokens,
+                "trained_tokens": res.trained_tokens, "seconds": res.seconds, "final_loss": res.final_loss,
+                "planned_steps": steps}
+
+    last_save = time.monotonic()
+    # signals are caught only where a checkpoint can be saved; elsewhere Ctrl-C stops at once
+    guard = stop_on_signals() if checkpoints is not None else contextlib.nullcontext(StopRequest())
     model.train()
-    res = LoopResult(0, 0, 0, 0.0, float("nan"))
     try:
-        for step in range(steps):
-            t0 = time.perf_counter()
-            lr = lr_at(step, steps, tcfg)
-            set_lr(opt, lr)
-            group = [collate(next(source), pad_id, rt.device) for _ in range(cfg.grad_accum)]
-            count = sum(int((b["targets"] != IGNORE).sum()) for b in group)
-            total = torch.zeros((), device=rt.device)
-            for b in group:
-                s, _ = loss_sum(model, b, rt, n_virtual)
-                (s / max(1, count)).backward()
-                total += s.detach()
-            gn = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf")))
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            loss = float(total) / max(1, count)  # reading it back syncs the device: dt is the step's time
-            dt = time.perf_counter() - t0
-            ntok = sum(b["real_tokens"] for b in group)
-            res.steps, res.tokens, res.trained_tokens = step + 1, res.tokens + ntok, res.trained_tokens + count
-            res.seconds += dt
-            res.final_loss = loss
-            res.step_seconds.append(dt)
-            res.step_tokens.append(ntok)
-            if metrics is not None and ((step + 1) % cfg.log_every == 0 or step + 1 == steps):
-                metrics.write(json.dumps({"step": step + 1, "loss": loss, "lr": lr, "grad_norm": gn,
-                                          "tokens": res.tokens, "trained_tokens": res.trained_tokens,
-                                          "tokens_per_s": ntok / dt, "elapsed_s": res.seconds}) + "\n")
-                metrics.flush()
-            p = (step + 1) / steps
-            log.update(f"[{label}] step {step + 1}/{steps} | loss {loss:.4f} | lr {lr:.2e} | {ntok / dt:,.0f} tok/s | "
-                       f"{p:.0%} | ETA {_fmt_time(res.seconds / p - res.seconds)}")
-            if not math.isfinite(loss):
-                from fmforge.errors import UserError
-                raise UserError(f"fine-tuning diverged at step {step + 1} (loss {loss}); lower finetune.lr")
+        with guard as stop:
+            for step in range(start, steps):
+                t0 = time.perf_counter()
+                lr = lr_at(step, steps, tcfg)
+                set_lr(opt, lr)
+                group = [collate(next(source), pad_id, rt.device) for _ in range(cfg.grad_accum)]
+                consumed += cfg.grad_accum
+                count = sum(int((b["targets"] != IGNORE).sum()) for b in group)
+                total = torch.zeros((), device=rt.device)
+                for b in group:
+                    s, _ = loss_sum(model, b, rt, n_virtual)
+                    (s / max(1, count)).backward()
+                    total += s.detach()
+                gn = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf")))
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                loss = float(total) / max(1, count)  # reading it back syncs the device: dt is the step's time
+                dt = time.perf_counter() - t0
+                ntok = sum(b["real_tokens"] for b in group)
+                res.steps, res.tokens, res.trained_tokens = step + 1, res.tokens + ntok, res.trained_tokens + count
+                res.seconds += dt
+                res.final_loss = loss
+                res.step_seconds.append(dt)
+                res.step_tokens.append(ntok)
+                if metrics is not None and ((step + 1) % cfg.log_every == 0 or step + 1 == steps):
+                    metrics.write(json.dumps({"step": step + 1, "loss": loss, "lr": lr, "grad_norm": gn,
+                                              "tokens": res.tokens, "trained_tokens": res.trained_tokens,
+                                              "tokens_per_s": ntok / dt, "elapsed_s": res.seconds}) + "\n")
+                    metrics.flush()
+                p = (step + 1) / steps
+                log.update(f"[{label}] step {step + 1}/{steps} | loss {loss:.4f} | lr {lr:.2e} | {ntok / dt:,.0f} "
+                           f"tok/s | {p:.0%} | ETA {_fmt_time(res.seconds / p - res.seconds)}")
+                if not math.isfinite(loss):  # no checkpoint of a diverged state: the last good one stays
+                    from fmforge.errors import UserError
+                    raise UserError(f"fine-tuning diverged at step {step + 1} (loss {loss}); lower finetune.lr")
+                if checkpoints is None:
+                    continue
+                if stop.signum:
+                    err = TrainingInterrupted(stop.signum, checkpoints.save(model, opt, progress(), rt.device))
+                    print(f"\n[{label}] step {step + 1}: {err}", file=sys.stderr, flush=True)
+                    raise err
+                due = (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0) or \
+                    (cfg.checkpoint_every_s and time.monotonic() - last_save >= cfg.checkpoint_every_s)
+                if due and step + 1 < steps:  # the last step's is saved below
+                    checkpoints.save(model, opt, progress(), rt.device)
+                    last_save = time.monotonic()
+            if checkpoints is not None and res.steps > start:
+                checkpoints.save(model, opt, progress(), rt.device)
     finally:
         if metrics is not None:
             metrics.close()

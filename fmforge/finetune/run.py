@@ -8,6 +8,8 @@ OUT/
   adapter/              lora / prompt-tuning: PEFT's format (PeftModel.from_pretrained loads it) + tokenizer
   merged/               lora with merge: the adapter folded into the base, an HF model folder
   model/                full: the fine-tuned HF model folder
+  checkpoints/          step-NNNNNNNN/: the trained weights, optimizer and data position
+                        (fmforge.finetune.checkpoint); `resume` continues from the newest
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import torch
 
 from fmforge import hardware
 from fmforge.config import FinetuneConfig
+from fmforge.finetune.checkpoint import Checkpoints, refuse_existing_run, run_identity
 from fmforge.finetune.data import (IGNORE, Dataset, Example, FinetuneDataError, bos_id, check_bad, load_jsonl,
                                    pack, split_heldout)
 from fmforge.finetune.loop import evaluate_loss, runtime, say, train_loop
@@ -127,9 +130,14 @@ def load_data(data: Path, eval_data: Path | None, tok, cfg: FinetuneConfig, bos:
 
 
 def finetune(model: Path | str, data: Path | str, out: Path | str, cfg: FinetuneConfig,
-             eval_data: Path | str | None = None, tokenizer: Path | str | None = None, verbose: bool = True) -> dict:
+             eval_data: Path | str | None = None, tokenizer: Path | str | None = None, verbose: bool = True,
+             resume: bool = False) -> dict:
+    """Fine-tune into `out`. Without `resume`, a folder holding a run is refused; with it, the
+    run continues from its newest complete checkpoint (a fresh start when there is none)."""
     quiet_libraries()
     out = Path(out)
+    if not resume:
+        refuse_existing_run(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     rt = runtime(cfg)
@@ -145,6 +153,10 @@ def finetune(model: Path | str, data: Path | str, out: Path | str, cfg: Finetune
     say(f"[finetune] {base.source} model {base.path.name} ({type(base.model).__name__}); {len(train_ex):,} training "
         f"examples{f' in {len(rows):,} packed rows' if cfg.packing else ''}, {len(held):,} held out; method "
         f"{cfg.method}; device {rt.device}{', bf16 autocast' if rt.amp else ', fp32'}", verbose)
+    # before the base eval: a resume under another identity is refused at once
+    ckpts = Checkpoints(out, cfg, run_identity(cfg, base.model, rows), resume)
+    if ckpts.resume_from is not None:
+        say(f"[finetune] resuming from {ckpts.resume_from} (step {ckpts.step})", verbose)
 
     place(base.model, cfg, rt)
     pad = tok.pad_token_id
@@ -159,7 +171,9 @@ def finetune(model: Path | str, data: Path | str, out: Path | str, cfg: Finetune
     counts = parameter_counts(net)
     say(f"[finetune] trainable: {counts['trainable_params']:,} of {counts['total_params']:,} parameters "
         f"({counts['trainable_percent']:.3f}%)", verbose)
-    res = train_loop(net, rows, cfg, rt, pad, out, verbose)
+    if cfg.method != "full":  # checkpoints' adapters, as the final one, name their base
+        net.peft_config[net.active_adapter].base_model_name_or_path = str(base.path)
+    res = train_loop(net, rows, cfg, rt, pad, out, verbose, checkpoints=ckpts)
     after = evaluate_loss(net, held, cfg.micro_batch, rt, pad)
     say(f"[finetune] held-out loss: base {before['loss']:.4f} -> tuned {after['loss']:.4f}", verbose)
     after_task = task_metric(net, tok, held, cfg, rt)
@@ -170,7 +184,6 @@ def finetune(model: Path | str, data: Path | str, out: Path | str, cfg: Finetune
     if cfg.method == "full":
         outputs["model"] = _replace_dir(out, "model", lambda d: (net.save_pretrained(d), tok.save_pretrained(d)))
     else:
-        net.peft_config[net.active_adapter].base_model_name_or_path = str(base.path)
         outputs["adapter"] = _replace_dir(out, "adapter", lambda d: (net.save_pretrained(d), tok.save_pretrained(d)))
         if cfg.merge:
             merged = net.merge_and_unload()

@@ -11,7 +11,9 @@ from fmforge.errors import UserError
 CORPUS_FUNCTIONS = "corpus-functions"
 
 
-def run_finetune_stage(recipe: Recipe, run_dir: Path, out: Path, verbose: bool = True) -> dict:
+def run_finetune_stage(recipe: Recipe, run_dir: Path, out: Path, verbose: bool = True, resume: bool = False) -> dict:
+    """`resume`: the pipeline found this stage interrupted with the same settings; continue
+    from its newest checkpoint."""
     from fmforge.finetune.run import finetune
 
     cfg = recipe.finetune
@@ -32,7 +34,7 @@ def run_finetune_stage(recipe: Recipe, run_dir: Path, out: Path, verbose: bool =
         if verbose:
             print(f"[finetune] {pairs['train_pairs']:,} function pairs from {pairs['train_files']:,} training files, "
                   f"{pairs['eval_pairs']:,} from {pairs['eval_files']:,} held-out files", file=sys.stderr)
-    rep = finetune(model, data, out, cfg, eval_data, verbose=verbose)
+    rep = finetune(model, data, out, cfg, eval_data, verbose=verbose, resume=resume)
     if verbose:
         for s in rep["samples"]:
             print(f"[finetune] held-out sample, prompt:\n{s['prompt']}\n[finetune] base model:\n{s['base']}\n"
