@@ -30,7 +30,7 @@ import torch
 
 from fmforge.config import FinetuneConfig
 from fmforge.errors import UserError
-from fmforge.train.checkpoint import MARKER, _fsync_dir, _write, complete, latest
+from fmforge.train.checkpoint import MARKER, fsync_dir, write_synced, complete, latest
 
 STATE = "trainer_state.pt"
 OPTIMIZER = "optimizer.pt"
@@ -137,22 +137,22 @@ class Checkpoints:
             save_model(model, str(tmp / FULL_WEIGHTS))  # handles tied weights (one copy)
         else:
             model.save_pretrained(str(tmp))  # PEFT: the adapter only
-        _write(tmp / OPTIMIZER, lambda f: torch.save(opt.state_dict(), f))
+        write_synced(tmp / OPTIMIZER, lambda f: torch.save(opt.state_dict(), f))
         rng = {"torch": torch.get_rng_state(),  # LoRA dropout draws from them
                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-        _write(tmp / STATE, lambda f: torch.save({**progress, "rng": rng, "identity": self.identity,
+        write_synced(tmp / STATE, lambda f: torch.save({**progress, "rng": rng, "identity": self.identity,
                                                   "method": self.cfg.method}, f))
         for f in tmp.iterdir():  # PEFT and safetensors do not fsync what they write
             _fsync_file(f)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if os.environ.get("FMFORGE_FAULT") == f"kill-in-save:{step}":  # tests: die before the marker
             os.kill(os.getpid(), 9)
-        _write(tmp / MARKER, lambda f: f.write(b"ok\n"))
-        _fsync_dir(tmp)
+        write_synced(tmp / MARKER, lambda f: f.write(b"ok\n"))
+        fsync_dir(tmp)
         if final.exists():  # an incomplete folder of that name (complete ones are never rewritten)
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         for old in complete(self.dir)[:-self.cfg.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
         return final

@@ -28,7 +28,7 @@ STATE = "train_state.pt"
 LEGACY = "state.pt"  # before DCP: the whole state in one torch.save file, gathered on rank 0
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -45,7 +45,7 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def _write(path: Path, write) -> None:
+def write_synced(path: Path, write) -> None:
     with open(path, "wb") as f:
         write(f)
         f.flush()
@@ -71,16 +71,16 @@ def save(ckpt_dir: Path, step: int, model: torch.nn.Module, opt: torch.optim.Opt
     model_sd, optim_sd = get_state_dict(model, opt)
     dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp), no_dist=not dist.is_initialized())  # returns once every rank wrote
     if main:
-        _write(tmp / STATE, lambda f: torch.save(train_state, f))
-        _fsync_dir(tmp)
+        write_synced(tmp / STATE, lambda f: torch.save(train_state, f))
+        fsync_dir(tmp)
         if os.environ.get("FMFORGE_FAULT") == f"kill-in-save:{step}":  # tests: die before the marker
             os.kill(os.getpid(), 9)
-        _write(tmp / MARKER, lambda f: f.write(b"ok\n"))
-        _fsync_dir(tmp)
+        write_synced(tmp / MARKER, lambda f: f.write(b"ok\n"))
+        fsync_dir(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync_dir(ckpt_dir)
+        fsync_dir(ckpt_dir)
         for old in complete(ckpt_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     _barrier()  # every rank returns a checkpoint that counts
