@@ -51,6 +51,8 @@ def _same_run(a, b, method):
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-6, atol=1e-9)
     ra, rb = (json.loads((d / "finetune_report.json").read_text()) for d in (a, b))
     assert rb["tuned_eval_loss"] == pytest.approx(ra["tuned_eval_loss"], rel=1e-6)
+    assert (rb["base_eval_loss"], rb["base_token_accuracy"], rb["base_task"]) == \
+        (ra["base_eval_loss"], ra["base_token_accuracy"], ra["base_task"])
     assert rb["steps"] == ra["steps"] == 8 and rb["tokens"] == ra["tokens"]
 
 
@@ -95,8 +97,14 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(run, tmp_path, monkeypa
         (part / "checkpoints" / ".tmp-step-00000005").mkdir()
         (part / "checkpoints" / "step-00000006").mkdir()
         (part / "checkpoints" / "step-00000006" / "adapter_model.safetensors").write_bytes(b"half")
+    import fmforge.finetune.run as ft_run
+
+    real_eval, evals = ft_run.evaluate_loss, []
+    monkeypatch.setattr(ft_run, "evaluate_loss", lambda *a, **kw: evals.append(1) or real_eval(*a, **kw))
     rep = finetune(run, data, part, cfg, verbose=False, resume=True)
+    monkeypatch.undo()
     assert rep["steps"] == 8
+    assert len(evals) == 1  # the tuned model only: the base's results came with the checkpoint
     _same_run(tmp_path / "whole", part, method)
     assert [p.name for p in checkpoint.complete(part / "checkpoints")] == ["step-00000008"]
     assert not list((part / "checkpoints").glob(".tmp-*"))
@@ -155,3 +163,21 @@ def test_cli_killed_during_a_save_resumes_from_the_last_complete_checkpoint(run,
     assert [p.name for p in checkpoint.complete(ck)] == ["step-00000004", "step-00000006", "step-00000008"]
     assert not list(ck.glob(".tmp-*"))
     assert "checkpoints" in json.loads((out / ".fmforge.json").read_text())["files"]
+
+
+def test_resume_reuses_the_base_results_only_for_the_same_eval_settings(run, tmp_path, monkeypatch):
+    """The base model's held-out results travel with the checkpoint; an eval setting a resume may
+    change (neutral to the run's identity) makes the resumed run score the base again."""
+    import fmforge.finetune.run as ft_run
+
+    data = _write(tmp_path / "pairs.jsonl", _rows(80))
+    out = tmp_path / "part"
+    _stop_after(monkeypatch, 3)
+    with pytest.raises(TrainingInterrupted):
+        finetune(run, data, out, _cfg(), verbose=False)
+    monkeypatch.undo()
+    real_eval, evals = ft_run.evaluate_loss, []
+    monkeypatch.setattr(ft_run, "evaluate_loss", lambda *a, **kw: evals.append(1) or real_eval(*a, **kw))
+    rep = finetune(run, data, out, _cfg(sample_prompts=1), verbose=False, resume=True)
+    assert rep["steps"] == 8 and len(evals) == 2  # the base again, then the tuned model
+    assert len(rep["samples"]) == 1 and rep["samples"][0]["base"]

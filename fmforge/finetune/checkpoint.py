@@ -111,6 +111,7 @@ class Checkpoints:
         self.dir, self.cfg, self.identity = Path(out) / "checkpoints", cfg, identity
         self.resume_from = latest(self.dir) if resume else None
         self.state: dict | None = None
+        self.base: dict | None = None  # the base model's held-out results, kept in every checkpoint
         if self.resume_from is not None:
             self.state = torch.load(self.resume_from / STATE, map_location="cpu", weights_only=True)
             diffs = differences(self.state["identity"], identity)
@@ -122,6 +123,12 @@ class Checkpoints:
     @property
     def step(self) -> int:
         return self.state["step"] if self.state else 0
+
+    @property
+    def saved_base(self) -> dict | None:
+        """The base model's held-out results saved with the checkpoint resumed from: the same
+        identity scores the same, so a resume need not evaluate the base again."""
+        return (self.state or {}).get("base")
 
     def save(self, model, opt: torch.optim.Optimizer, progress: dict, device: torch.device) -> Path:
         """Write step-NNNNNNNN atomically; `progress` holds step, micro_batches and counters."""
@@ -141,7 +148,7 @@ class Checkpoints:
         rng = {"torch": torch.get_rng_state(),  # LoRA dropout draws from them
                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
         write_synced(tmp / STATE, lambda f: torch.save({**progress, "rng": rng, "identity": self.identity,
-                                                  "method": self.cfg.method}, f))
+                                                        "method": self.cfg.method, "base": self.base}, f))
         for f in tmp.iterdir():  # PEFT and safetensors do not fsync what they write
             _fsync_file(f)
         fsync_dir(tmp)

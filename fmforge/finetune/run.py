@@ -23,7 +23,10 @@ import torch
 
 from fmforge import hardware
 from fmforge.config import FinetuneConfig
-from fmforge.finetune.checkpoint import Checkpoints, refuse_existing_run, run_identity
+from fmforge.finetune.checkpoint import Checkpoints, refuse_existing_run, rows_fingerprint, run_identity
+
+# finetune fields the base model's held-out results depend on (neutral to a run's identity)
+BASE_EVAL_FIELDS = ("eval_task", "eval_task_examples", "sample_prompts", "max_new_tokens", "temperature")
 from fmforge.finetune.data import (IGNORE, Dataset, Example, FinetuneDataError, bos_id, check_bad, load_jsonl,
                                    pack, split_heldout)
 from fmforge.finetune.loop import evaluate_loss, runtime, say, train_loop
@@ -160,12 +163,20 @@ def finetune(model: Path | str, data: Path | str, out: Path | str, cfg: Finetune
 
     place(base.model, cfg, rt)
     pad = tok.pad_token_id
-    before = evaluate_loss(base.model, held, cfg.micro_batch, rt, pad)
+    # what the base's results depend on beyond the run's identity (eval settings are neutral to it)
+    dump = cfg.model_dump(mode="json")
+    base_key = {"held": rows_fingerprint(held), **{k: dump[k] for k in BASE_EVAL_FIELDS}}
+    saved = ckpts.saved_base if (ckpts.saved_base or {}).get("key") == base_key else None
+    if saved is not None:  # scored before the interruption, with the same held-out set and settings
+        before, before_task, samples = (saved[k] for k in ("loss", "task", "samples"))
+    else:
+        before = evaluate_loss(base.model, held, cfg.micro_batch, rt, pad)
+        before_task = task_metric(base.model, tok, held, cfg, rt)
+        samples = [{"prompt": _prompt_text(tok, e)[0], "reference": _prompt_text(tok, e)[1],
+                    "base": _complete(base.model, tok, e, cfg, rt)} for e in held[: cfg.sample_prompts]]
+    ckpts.base = {"key": base_key, "loss": before, "task": before_task, "samples": samples}
     say(f"[finetune] held-out loss of the base: {before['loss']:.4f} nats/token over {before['tokens']:,} "
-        "completion tokens", verbose)
-    before_task = task_metric(base.model, tok, held, cfg, rt)
-    samples = [{"prompt": _prompt_text(tok, e)[0], "reference": _prompt_text(tok, e)[1],
-                "base": _complete(base.model, tok, e, cfg, rt)} for e in held[: cfg.sample_prompts]]
+        f"completion tokens{' (from the checkpoint)' if saved is not None else ''}", verbose)
 
     net = prepare_model(base.model, cfg, rt, tok, placed=True)
     counts = parameter_counts(net)
