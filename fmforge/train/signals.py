@@ -21,7 +21,9 @@ class TrainingInterrupted(Exception):
         self.signum, self.checkpoint = signum, checkpoint
         self.exit_code = 128 + signum
         name = signal.Signals(signum).name
-        where = f"checkpoint saved at {checkpoint}; continue with --resume" if checkpoint else "no checkpoint"
+        # `fmforge run` resumes an interrupted stage by itself; `fmforge train` / `finetune` need the flag
+        where = (f"checkpoint saved at {checkpoint}; to continue, run the same command again (fmforge train / "
+                 "fmforge finetune: with --resume)") if checkpoint else "no checkpoint"
         super().__init__(f"training stopped by {name}: {where}")
 
 
