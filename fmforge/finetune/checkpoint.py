@@ -30,21 +30,13 @@ import torch
 
 from fmforge.config import FinetuneConfig
 from fmforge.errors import UserError
-from fmforge.train.checkpoint import MARKER, fsync_dir, write_synced, complete, latest
+from fmforge.train.checkpoint import MARKER, complete, fsync_path, latest, write_synced
 
 STATE = "trainer_state.pt"
 OPTIMIZER = "optimizer.pt"
 FULL_WEIGHTS = "model.safetensors"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 RUN_FILES = ("metrics.jsonl", "finetune_report.json")  # what a fresh run would overwrite
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------ identity
@@ -150,16 +142,16 @@ class Checkpoints:
         write_synced(tmp / STATE, lambda f: torch.save({**progress, "rng": rng, "identity": self.identity,
                                                         "method": self.cfg.method, "base": self.base}, f))
         for f in tmp.iterdir():  # PEFT and safetensors do not fsync what they write
-            _fsync_file(f)
-        fsync_dir(tmp)
+            fsync_path(f)
+        fsync_path(tmp)
         if os.environ.get("FMFORGE_FAULT") == f"kill-in-save:{step}":  # tests: die before the marker
             os.kill(os.getpid(), 9)
         write_synced(tmp / MARKER, lambda f: f.write(b"ok\n"))
-        fsync_dir(tmp)
+        fsync_path(tmp)
         if final.exists():  # an incomplete folder of that name (complete ones are never rewritten)
             shutil.rmtree(final)
         os.replace(tmp, final)
-        fsync_dir(self.dir)
+        fsync_path(self.dir)
         for old in complete(self.dir)[:-self.cfg.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
         return final

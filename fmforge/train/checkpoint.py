@@ -28,7 +28,8 @@ STATE = "train_state.pt"
 LEGACY = "state.pt"  # before DCP: the whole state in one torch.save file, gathered on rank 0
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's entries to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -72,15 +73,15 @@ def save(ckpt_dir: Path, step: int, model: torch.nn.Module, opt: torch.optim.Opt
     dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp), no_dist=not dist.is_initialized())  # returns once every rank wrote
     if main:
         write_synced(tmp / STATE, lambda f: torch.save(train_state, f))
-        fsync_dir(tmp)
+        fsync_path(tmp)
         if os.environ.get("FMFORGE_FAULT") == f"kill-in-save:{step}":  # tests: die before the marker
             os.kill(os.getpid(), 9)
         write_synced(tmp / MARKER, lambda f: f.write(b"ok\n"))
-        fsync_dir(tmp)
+        fsync_path(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        fsync_dir(ckpt_dir)
+        fsync_path(ckpt_dir)
         for old in complete(ckpt_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     _barrier()  # every rank returns a checkpoint that counts
