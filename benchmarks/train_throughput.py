@@ -38,6 +38,9 @@ CASES = {
     "nanogpt/gpt2-124m": ("nanogpt", "gpt2-124m", 32, 1024, {}),
     # the time-to-quality recipe's step (42M, Muon, 32k vocabulary), to see where its time goes
     "fmforge/h200-60s": ("fmforge", "recipes/h200-60s.yaml", 32, 1024, {}),
+    "fmforge/h200-60s/whole": ("fmforge", "recipes/h200-60s.yaml", 32, 1024, {"compile": "model"}),
+    "fmforge/h200-60s/graphs": ("fmforge", "recipes/h200-60s.yaml", 32, 1024, {"compile": "model",
+                                                                              "mode": "reduce-overhead"}),
     "fmforge/llama-1b": ("fmforge", "llama-1b", 8, 2048, {}),
     "fmforge/llama-1b/b16": ("fmforge", "llama-1b", 16, 2048, {}),
     "fmforge/llama-1b/flash": ("fmforge", "llama-1b", 8, 2048, {"attention": "flash"}),
