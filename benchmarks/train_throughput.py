@@ -2,8 +2,9 @@
 
 Each case runs in its own process (fresh CUDA context and compile caches): build the
 model and its optimizer, take `--warmup` steps (compilation), then time `--steps` full
-optimizer steps on random tokens (bf16 autocast, fused AdamW, loss read back every step as
-a real trainer does). MFU uses one formula for every system, PaLM's 6·N + 12·L·d·T
+optimizer steps on random tokens (bf16 autocast, gradient clipping at 1.0, loss read back
+every step as a real trainer does). fmforge steps with its trainer's own step
+(fmforge.train.step.TrainStep); the peers with a loop written here (fused AdamW). MFU uses one formula for every system, PaLM's 6·N + 12·L·d·T
 against 989 TFLOP/s (H100/H200 dense bf16), N = the weights that take part in matmuls.
 
     python benchmarks/train_throughput.py --nanogpt PATH_TO_NANOGPT --out results.json
@@ -84,12 +85,15 @@ def build_fmforge(model_name: str, opts: dict):
             block.compile(mode=mode)
         model.loss_head = torch.compile(model.loss_head, mode=mode)
     opt = build_optimizer(model, tcfg, "cuda")
+    # the trainer's own step (clip, finite check, optimizer), not a loop written here
+    from fmforge.train.step import TrainStep
 
-    def loss_fn(x, y):
-        with rt.autocast():
-            return model(x, y)
+    train_step = TrainStep(model, opt, rt, 1, 1.0)
 
-    return model, opt, loss_fn, flops_per_token(cfg, cfg.context_length), cfg.vocab_size
+    def step_fn(x, y) -> float:
+        return train_step(lambda: (x, y)).loss
+
+    return model, opt, step_fn, flops_per_token(cfg, cfg.context_length), cfg.vocab_size
 
 
 def build_nanogpt(path: str):
@@ -143,8 +147,9 @@ def build_case(name: str, nanogpt: str | None):
 
     system, model_name, batch, seq, opts = CASES[name]
     torch.manual_seed(0)
+    own_step = None  # fmforge: its trainer's step; the peers: the loop below
     if system == "fmforge":
-        model, opt, loss_fn, fpt, vocab = build_fmforge(model_name, opts)
+        model, opt, own_step, fpt, vocab = build_fmforge(model_name, opts)
     elif system == "nanogpt":
         model, opt, loss_fn, fpt, vocab = build_nanogpt(nanogpt)
     else:
@@ -154,6 +159,8 @@ def build_case(name: str, nanogpt: str | None):
 
     def step(i: int) -> float:
         d = data[i % len(data)]
+        if own_step is not None:
+            return own_step(d[:, :-1].contiguous(), d[:, 1:].contiguous())
         loss = loss_fn(d[:, :-1].contiguous(), d[:, 1:].contiguous())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

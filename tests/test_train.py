@@ -65,10 +65,11 @@ def test_kill_during_checkpoint_save_then_resume(shards, tmp_path, small_recipe)
     assert not list(ck.glob(".tmp-*"))
 
 
-def test_nan_guard_skips_then_stops(shards, tmp_path, monkeypatch):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])  # each skips a bad step on the device (found_inf)
+def test_nan_guard_skips_then_stops(shards, tmp_path, monkeypatch, optimizer):
     recipe, tok = shards
     r = recipe.model_copy(update={"train": recipe.train.model_copy(
-        update={"max_steps": 20, "checkpoint_every": 2, "max_bad_steps": 3})})
+        update={"max_steps": 20, "checkpoint_every": 2, "max_bad_steps": 3, "optimizer": optimizer})})
     real_forward = Transformer.forward
     calls = {"n": 0}
 

@@ -112,3 +112,54 @@ def test_muon_optimizer_steps_match_references_over_several_steps():
             assert torch.allclose(p.detach(), w, atol=1e-6), step
         for p, r in zip(adam_params, ref_adam):
             assert torch.allclose(p.detach(), r.detach(), rtol=1e-5, atol=1e-7), step
+
+
+def test_muon_skips_a_step_on_the_device_when_found_inf_is_set():
+    """found_inf = 1 (the protocol of torch's fused AdamW): weights, momentum, Adam moments and
+    step counts stay bit-identical even with NaN/inf gradients, and the next good step equals an
+    optimizer's that never saw the bad one. found_inf = 0 equals no found_inf (to rounding: the
+    gated update multiplies by a tensor rate where the plain one adds with alpha)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=4, context_length=16, ffn_dim=64)
+    tcfg = TrainConfig(max_steps=1, muon_lr=0.02, lr=0.01, weight_decay=0.1)
+    models = [Transformer(cfg) for _ in range(3)]
+    for m in models[1:]:
+        m.load_state_dict(models[0].state_dict())
+    opts = [build_muon(m, tcfg) for m in models]
+    for o in opts:
+        set_lr(o, 0.01)
+    x = torch.randint(0, 64, (4, 16))
+
+    def grads(step_model, poison=False):
+        step_model.zero_grad(set_to_none=True)
+        step_model(x, x).backward()
+        if poison:
+            for i, p in enumerate(step_model.parameters()):
+                p.grad.view(-1)[0] = float("nan") if i % 2 else float("inf")
+
+    def snapshot(m, o):
+        return [t.clone() for t in m.state_dict().values()] + [
+            v.clone() for st in o.state.values() for v in st.values() if torch.is_tensor(v)]
+
+    for m, o in zip(models, opts):  # one good step for all, so every state exists
+        grads(m)
+        o.found_inf = None if o is opts[0] else torch.zeros(())
+        o.step()
+    same = lambda: all(torch.allclose(a, b, rtol=1e-5, atol=1e-7)  # noqa: E731
+                       for a, b in zip(snapshot(models[0], opts[0]), snapshot(models[1], opts[1])))
+    assert same()
+    before = snapshot(models[1], opts[1])
+    grads(models[1], poison=True)
+    opts[1].found_inf = torch.ones(())
+    opts[1].step()
+    after = snapshot(models[1], opts[1])
+    assert len(after) == len(before) and all(torch.equal(a, b) for a, b in zip(before, after))
+    for m, o in ((models[0], opts[0]), (models[1], opts[1])):  # the next good step: the same result
+        grads(m)
+        o.found_inf = None if o is opts[0] else torch.zeros(())
+        o.step()
+    assert same()
+    grads(models[2], poison=True)  # without found_inf the poisoned step does reach the weights
+    opts[2].found_inf = None
+    opts[2].step()
+    assert not all(torch.isfinite(p).all() for p in models[2].parameters())

@@ -10,6 +10,7 @@ it costs a few extra small matmuls per weight; per token it learns faster than A
 from __future__ import annotations
 
 import torch
+from torch.optim.adamw import adamw
 
 from fmforge.config import TrainConfig
 
@@ -24,18 +25,32 @@ def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
     if transposed:
         x = x.mT
     x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    squeeze = x.dim() == 2
+    if squeeze:
+        x = x[None]
     for _ in range(steps):
         s = x @ x.mT
-        x = a * x + (b * s + c * s @ s) @ x
+        # b·s + c·s·s, then a·x + that·x: two GEMMs whose scaling and sum run in their epilogue,
+        # where separate products and adds took four more launches per iteration
+        x = torch.baddbmm(x, torch.baddbmm(s, s, s, beta=b, alpha=c), x, beta=a)
+    if squeeze:
+        x = x[0]
     return (x.mT if transposed else x).to(g.dtype)
 
 
 class MuonAdamW(torch.optim.Optimizer):
+    """Skips a step on the device when `found_inf` (a 0-dim float tensor, the protocol of
+    torch's fused AdamW and GradScaler) holds 1: nothing changes, not even the step counts, and
+    the host need not read anything before calling step()."""
+
+    _step_supports_amp_scaling = True  # honours found_inf as torch's fused AdamW does
+
     def __init__(self, groups: list[dict], lr: float, betas=(0.9, 0.95), eps=1e-8, momentum=0.95,
                  weight_decay=0.0):
         defaults = dict(lr=lr, betas=betas, eps=eps, momentum=momentum, weight_decay=weight_decay,
                         muon=False, lr_scale=1.0)
         super().__init__(groups, defaults)
+        self.found_inf: torch.Tensor | None = None
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -46,33 +61,24 @@ class MuonAdamW(torch.optim.Optimizer):
                 self._adamw_step(group)
 
     def _adamw_step(self, group: dict) -> None:
-        """AdamW over the group's tensors with foreach ops: a few launches per group instead of
-        several per tensor (the embedding, head and every norm gain), so the step's host time
-        does not grow with the layer count. Tensors are grouped by their step count (equal,
-        unless some had no gradient on some step), which sets the bias corrections."""
-        lr, wd, (b1, b2), eps = group["lr"], group["weight_decay"], group["betas"], group["eps"]
-        by_step: dict[int, list[torch.Tensor]] = {}
-        for p in group["params"]:
-            if p.grad is None:
-                continue
+        """torch's fused AdamW kernel over the group's tensors (the embedding, head, every norm
+        gain): one launch, per-tensor step counts on the device (a tensor that had no gradient
+        on some step keeps its own bias correction), and found_inf honoured inside it."""
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        for p in params:
             state = self.state[p]
             if "step" not in state:
-                state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
-            state["step"] += 1
-            by_step.setdefault(state["step"], []).append(p)
-        for t, ps in by_step.items():
-            grads = [p.grad for p in ps]
-            m = [self.state[p]["exp_avg"] for p in ps]
-            v = [self.state[p]["exp_avg_sq"] for p in ps]
-            torch._foreach_lerp_(m, grads, 1 - b1)
-            torch._foreach_mul_(v, b2)
-            torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
-            denom = torch._foreach_div(v, 1 - b2**t)
-            torch._foreach_sqrt_(denom)
-            torch._foreach_add_(denom, eps)
-            if wd:
-                torch._foreach_mul_(ps, 1 - lr * wd)
-            torch._foreach_addcdiv_(ps, m, denom, value=-lr / (1 - b1**t))
+                state.update(step=torch.zeros((), dtype=torch.float32, device=p.device),
+                             exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+            elif not torch.is_tensor(state["step"]):  # a checkpoint from before step counts were tensors
+                state["step"] = torch.tensor(float(state["step"]), device=p.device)
+        b1, b2 = group["betas"]
+        adamw(params, [p.grad for p in params], [self.state[p]["exp_avg"] for p in params],
+              [self.state[p]["exp_avg_sq"] for p in params], [], [self.state[p]["step"] for p in params],
+              fused=True, found_inf=self.found_inf, amsgrad=False, beta1=b1, beta2=b2, lr=group["lr"],
+              weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
 
     def _muon_step(self, group: dict) -> None:
         """Each projection's whole matrix is orthogonalised: a fused weight (q|k|v, gate|up)
@@ -87,8 +93,17 @@ class MuonAdamW(torch.optim.Optimizer):
             return
         pieces = []  # (param index, piece index, tensor)
         grads = [p.grad for p, _ in params]
-        bufs = [self.state[p].setdefault("momentum", torch.zeros_like(p)) for p, _ in params]
-        torch._foreach_mul_(bufs, mom)
+        for p, _ in params:
+            if "momentum" not in self.state[p]:
+                self.state[p]["momentum"] = torch.zeros_like(p)
+        bufs = [self.state[p]["momentum"] for p, _ in params]
+        skip = self.found_inf
+        if skip is not None:  # a skipped step must leave momentum and weights as they are
+            keep = skip.reshape(()) == 0
+            grads = [torch.where(keep, g, 0.0) for g in grads]  # no NaN/inf reaches the state
+            torch._foreach_mul_(bufs, 1 - (1 - mom) * keep.float())  # × momentum, or × 1
+        else:
+            torch._foreach_mul_(bufs, mom)
         torch._foreach_add_(bufs, grads)
         nesterov = torch._foreach_add(grads, bufs, alpha=mom)
         for n, ((p, splits), u) in enumerate(zip(params, nesterov)):
@@ -116,6 +131,13 @@ class MuonAdamW(torch.optim.Optimizer):
                 update = distribute_tensor(update, p.device_mesh, p.placements, src_data_rank=None)
             updates.append(update)
         ps = [p for p, _ in params]
+        if skip is not None:  # lr × 0 on a skipped step: the (finite) update is not applied
+            rate = -lr * keep.float()
+            if wd:
+                torch._foreach_mul_(ps, 1 + rate * wd)
+            torch._foreach_mul_(updates, rate)
+            torch._foreach_add_(ps, updates)
+            return
         if wd:
             torch._foreach_mul_(ps, 1 - lr * wd)
         torch._foreach_add_(ps, updates, alpha=-lr)

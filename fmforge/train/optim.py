@@ -20,8 +20,9 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device_type: str) 
         from fmforge.train.muon import build_muon
 
         return build_muon(model, cfg)
-    fused = device_type == "cuda"
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused)
+    # fused on every device: one kernel per step, and it can skip a non-finite step on the device
+    # (found_inf, fmforge.train.step) so the host never waits before the optimizer
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=True)
 
 
 def warmup_length(cfg: TrainConfig, horizon: int | None) -> float:

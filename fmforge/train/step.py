@@ -41,6 +41,9 @@ class TrainStep:
     def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer, rt: Runtime, accum: int,
                  grad_clip: float):
         self.model, self.opt, self.rt, self.accum, self.grad_clip = model, opt, rt, accum, grad_clip
+        # Optimizers that honour found_inf (torch's fused AdamW, MuonAdamW) skip a non-finite step
+        # on the device. Sharded (DTensor) weights keep the host check: found_inf is a plain tensor.
+        self.skip_on_device = bool(getattr(opt, "_step_supports_amp_scaling", False)) and rt.strategy != "fsdp"
 
     def __call__(self, next_batch) -> StepResult:
         """`next_batch()` gives this rank's (inputs, targets) on the CPU, `accum` times."""
@@ -55,10 +58,21 @@ class TrainStep:
                 (loss / self.accum).backward()
             total += loss.detach() / self.accum
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip or float("inf"))
-        loss_val = float(all_reduce_mean(total, rt))
+        total = all_reduce_mean(total, rt)
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
             grad_norm = grad_norm.full_tensor()
-        gn = float(grad_norm)
+        if self.skip_on_device:
+            # Decide on the device whether the step is applied, queue the optimizer behind the
+            # backward, and only then read loss and norm: the host launches the optimizer while
+            # the GPU still runs the backward (h200-60s: its launches took ~7 ms of a 34 ms step
+            # with the GPU idle, benchmarks/results/train_profile-2026-12-07-2.json).
+            ok = torch.isfinite(total) & torch.isfinite(grad_norm)
+            self.opt.found_inf = (~ok).float()  # 0-dim, as GradScaler makes it
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            loss_val, gn = torch.stack([total.float(), grad_norm.float()]).tolist()
+            return StepResult(loss_val, gn, math.isfinite(loss_val) and math.isfinite(gn))
+        loss_val, gn = float(total), float(grad_norm)
         finite = math.isfinite(loss_val) and math.isfinite(gn)
         if finite:
             self.opt.step()
