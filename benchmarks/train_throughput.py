@@ -39,6 +39,7 @@ CASES = {
     "nanogpt/gpt2-124m": ("nanogpt", "gpt2-124m", 32, 1024, {}),
     # the time-to-quality recipe's step (42M, Muon, 32k vocabulary), to see where its time goes
     "fmforge/h200-60s": ("fmforge", "recipes/h200-60s.yaml", 32, 1024, {}),
+    "fmforge/h200-60s/b16": ("fmforge", "recipes/h200-60s.yaml", 16, 1024, {}),
     "fmforge/h200-60s/whole": ("fmforge", "recipes/h200-60s.yaml", 32, 1024, {"compile": "model"}),
     "fmforge/h200-60s/graphs": ("fmforge", "recipes/h200-60s.yaml", 32, 1024, {"compile": "model",
                                                                               "mode": "reduce-overhead"}),
