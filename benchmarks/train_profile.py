@@ -9,6 +9,9 @@ then `--steps` steps under torch.profiler. Per step it reports:
   - kernel launches per step;
   - GPU time by kind: matmul (cuBLAS/CUTLASS/nvjet), attention (flash/cuDNN/efficient),
     Triton (compiled fusions), optimizer (multi-tensor/foreach/fused Adam kernels), other;
+  - the optimizer step on the GPU: the span from its first kernel to its last, the kernel time
+    and launches inside it (GPU-side annotations such as `Optimizer.step` are spans, not
+    kernels, and are left out of every sum);
   - the 15 kernels that take the most GPU time.
 
     python3 benchmarks/train_profile.py --nanogpt PATH_TO_NANOGPT [--cases ...] [--steps 10]
