@@ -190,6 +190,10 @@ class ModelConfig(Section):
     # output head at zero (modded-nanogpt): every block starts as the identity. Init only;
     # the model computes the same function either way.
     zero_init_out: bool = False
+    # Soft-cap the output logits at ±c: c·tanh(logits/c) (Gemma 2, modded-nanogpt), for training
+    # and every use of the model (eval, serve). None: off. Llama/Qwen3 formats cannot express it,
+    # so such a model is not exported to HF or GGUF.
+    logit_softcap: Optional[float] = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _shapes(self) -> "ModelConfig":

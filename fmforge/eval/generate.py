@@ -23,7 +23,7 @@ def generate(model: Transformer, prompt_ids: list[int], max_new_tokens: int, tem
     for _ in range(budget):
         h = model.hidden(x, caches, start=pos)
         pos += x.shape[1]
-        logits = torch.nn.functional.linear(h[:, -1], model.output_weight()).float()[0]
+        logits = model.logits(h[:, -1])[0]
         if temperature <= 0:
             nxt = int(logits.argmax())
         else:

@@ -89,9 +89,8 @@ class LM:
                 h = self.model.hidden(x)
             # every continuation position of the batch at once: one projection, one log-softmax
             row_t = torch.tensor(rows, device=self.device)
-            w = self.model.output_weight()
-            sel = h[row_t, torch.tensor(cols, device=self.device)].to(w.dtype)
-            logp = F.log_softmax(F.linear(sel, w).float(), dim=-1)
+            sel = h[row_t, torch.tensor(cols, device=self.device)].to(self.model.output_weight().dtype)
+            logp = F.log_softmax(self.model.logits(sel), dim=-1)
             target = torch.tensor(targets, device=self.device)
             tok_ll = logp.gather(1, target[:, None])[:, 0]
             miss = (logp.argmax(-1) != target).float()

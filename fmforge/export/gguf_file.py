@@ -28,6 +28,7 @@ import torch
 
 from fmforge.config import ModelConfig
 from fmforge.errors import InputNotFound, UserError
+from fmforge.export.hf import refuse_unexportable
 from fmforge.tokenizer.bpe import EOT, PAD, split_pattern
 from fmforge.tokenizer.chat import CHAT_TEMPLATE
 
@@ -180,6 +181,7 @@ def write_gguf(mdir: Path, tok_file: Path, out: Path, dtype: str = "f16", name: 
         raise UserError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     net = load_model(mdir)
     cfg = net.cfg
+    refuse_unexportable(cfg, "GGUF (llama.cpp)")
     vocab = tokenizer_metadata(tok_file, cfg.vocab_size)
     arch = arch_of(cfg)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

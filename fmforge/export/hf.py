@@ -24,6 +24,15 @@ SHARD_BYTES = 2 * 1024**3  # above this, model.safetensors is split into shards 
 SUPPORTED = {"LlamaForCausalLM": "llama", "Qwen3ForCausalLM": "qwen3", "MistralForCausalLM": "mistral"}
 
 
+def refuse_unexportable(cfg: ModelConfig, fmt: str) -> None:
+    """A model whose outputs the format cannot reproduce is not exported (its users would get
+    a different model without knowing it)."""
+    if cfg.logit_softcap is not None:
+        raise UserError(f"model.logit_softcap={cfg.logit_softcap:g}: {fmt}'s Llama/Qwen3 models have no logit "
+                        "soft-capping, so the exported model would give other outputs; not exported. Serve it "
+                        "with `fmforge serve`, or train without model.logit_softcap")
+
+
 def hf_config(cfg: ModelConfig, bos_id: int | None, eos_id: int | None) -> dict:
     arch = "Qwen3ForCausalLM" if cfg.qk_norm else "LlamaForCausalLM"
     out = {

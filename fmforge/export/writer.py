@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from fmforge.errors import InputNotFound, UserError
-from fmforge.export.hf import SHARD_BYTES, hf_config, to_hf_state, write_safetensors
+from fmforge.export.hf import SHARD_BYTES, hf_config, refuse_unexportable, to_hf_state, write_safetensors
 from fmforge.model.weights import load_model
 from fmforge.outputs import atomic_write_text
 from fmforge.tokenizer.bpe import EOT, PAD
@@ -44,6 +44,7 @@ def export_hf(model: Path, out: Path, tokenizer: Path | None = None, shard_bytes
 
     mdir, net = _load(Path(model))
     cfg = net.cfg
+    refuse_unexportable(cfg, "Hugging Face")  # before anything is written
     tok_file = Path(tokenizer) if tokenizer else find_tokenizer(mdir)
     if tok_file is None or not tok_file.is_file():
         raise InputNotFound(f"no tokenizer.json beside {mdir} (or in ../tokenizer); pass --tokenizer FILE")

@@ -24,6 +24,11 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
+def softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """cap·tanh(logits/cap): smooth, monotone, about the identity well inside ±cap; None: as is."""
+    return logits if cap is None else cap * torch.tanh(logits / cap)
+
+
 def rope_tables(head_dim: int, length: int, base: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin of the rotary angles, shaped (length, head_dim/2), in fp32."""
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
@@ -141,6 +146,12 @@ class Transformer(nn.Module):
     def output_weight(self) -> torch.Tensor:
         return self.embed.weight if self.lm_head is None else self.lm_head.weight
 
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Output logits (fp32) of final hidden states h (already normed): the one place, besides
+        the fused loss head, that maps hidden states to logits, so every user (eval, serve,
+        generate) applies model.logit_softcap as training did."""
+        return softcap(F.linear(h, self.output_weight()).float(), self.cfg.logit_softcap)
+
     def hidden(self, idx: torch.Tensor, caches=None, start: int = 0) -> torch.Tensor:
         t = idx.shape[1]
         if start + t > self.cfg.context_length:
@@ -156,15 +167,16 @@ class Transformer(nn.Module):
         (targets of -100 are ignored)."""
         h = self.hidden(idx)
         if targets is None:
-            return F.linear(h, self.output_weight())
-        return self.loss_head(h, self.output_weight(), targets, reduction)
+            return self.logits(h)
+        return self.loss_head(h, self.output_weight(), targets, reduction, self.cfg.logit_softcap)
 
     @staticmethod
-    def loss_head(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.Tensor:
-        """Output projection + cross-entropy in fp32. A function of its own so that it can
-        be compiled apart (fmforge.train.parallelize): fused, the fp32 logits are never
+    def loss_head(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str,
+                  cap: float | None = None) -> torch.Tensor:
+        """Output projection (+ soft-cap) + cross-entropy in fp32. A function of its own so that
+        it can be compiled apart (fmforge.train.parallelize): fused, the fp32 logits are never
         written out in full."""
-        logits = F.linear(h, weight).float()
+        logits = softcap(F.linear(h, weight).float(), cap)
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
                                reduction=reduction)
 

@@ -141,7 +141,7 @@ class Engine:
         out = []
         for i, p in enumerate(prompts):
             h = x[i, : len(p)] if all_logits[i] else x[i, len(p) - 1 : len(p)]
-            out.append(F.linear(self.model.norm(h), self.model.output_weight()).float())
+            out.append(self.model.logits(self.model.norm(h)))
         return out
 
     # ------------------------------------------------------------------ decode
@@ -159,7 +159,7 @@ class Engine:
             vc[rows, :, pos] = v[:, :, 0]
             y = self.attend_fn(q, kc[:b, :, :length], vc[:b, :, :length], mask)
             x = self.out_fn(x, y, wo, wmn, w13, w2, self.eps)
-        return F.linear(self.model.norm(x[:, 0]), self.model.output_weight())
+        return self.model.logits(self.model.norm(x[:, 0]))
 
     def shape_for(self, n: int, top: int) -> tuple[int, int]:
         """(batch, attended length) a step over n sequences, the furthest at position top-1, runs at."""
