@@ -21,6 +21,20 @@ Choices are made on dev and the test split is reported:
   0; the lowest dev bits/byte wins; that run is the chosen rate's first repeat and
   seeds 1..N-1 follow (--fresh-repeats: N new seeds instead; a bias from reusing the
   selected run can only favour the peer).
+- modded-nanogpt (--modded PATH: a speedrun record's training log, whose head is its
+  train_gpt.py, or the train_gpt.py itself; the 2025-01-04 SoftCap record, FlexAttention with
+  document masking, U-net skips, value embeddings, logit softcap, Muon + Adam): their script,
+  patched by benchmarks/modded_peer.py into --work, runs as one rank on one device on the same
+  training tokens (our train shards in their .bin format, documents in an order drawn from the
+  seed, our document-boundary token where theirs is 50256), 32 x 1024 tokens a step as one
+  flat sequence, their step-based schedules (cooldown, sliding-window warm-up) over the steps
+  that fit in --budget seconds with compilation: its compile cache is warmed once, then a
+  short calibration run measures the compilation and the seconds a step, and each run's own
+  timing plans the next. Every learning rate of theirs (tuned for 8 x 64k tokens a step) is
+  multiplied by one factor: each --modded-lr-scales value runs at seed 0, the lowest dev
+  bits/byte wins, and seeds 1..N-1 follow, as for nanoGPT. Their model is scored by
+  rebuilding it from the script's definitions with the saved weights, each window its own
+  sequence (the window's tokens a multiple of their 128-token attention block).
 Every run is scored on dev and test by the same code (fmforge.eval.heldout.score_docs): each
 document on its own, every token predicted, nats summed over its UTF-8 bytes. The result
 (benchmarks/record.py) holds every run and, per system, the mean, min and max of test
@@ -28,6 +42,7 @@ bits/byte over the chosen configuration's runs; it is rewritten after each run.
 
     python benchmarks/time_to_quality.py --nanogpt PATH --recipe recipes/h200-60s.yaml
     python benchmarks/time_to_quality.py --device cpu --tiny --nanogpt PATH --recipe R  # smoke run
+    python benchmarks/time_to_quality.py ... --modded RECORD.txt  # with the modded-nanogpt peer
 """
 from __future__ import annotations
 
@@ -283,6 +298,49 @@ def run_fmforge(a, recipe_path: str, seed: int, shards: Path, work: Path, device
             "tokens": res.tokens, "mfu": res.mfu, "final_train_loss": res.final_loss, **val}
 
 
+def run_modded_peer(a, shards: Path, info: dict, device, work: Path, runs, choices, reported, timing,
+                    record, attempt, ok) -> None:
+    """The modded-nanogpt peer (see the module doc): compile warm-up, calibration, the
+    --modded-lr-scales sweep at seed 0 on dev, seeds 1..N-1 of the best factor."""
+    import hashlib
+
+    from tokenizers import Tokenizer
+
+    from fmforge.tokenizer.bpe import EOT
+    from modded_peer import ModdedPeer
+
+    sep = Tokenizer.from_file(str(work / "tokenizer" / "tokenizer.json")).token_to_id(EOT)
+    timing["modded_source_sha1"] = hashlib.sha1(Path(a.modded).read_bytes()).hexdigest()
+    try:
+        peer = ModdedPeer(a.modded, work, shards, info["vocab"], sep, device, a.budget, a.tiny)
+        t = time.perf_counter()  # warm the compile cache: no swept factor pays for the cold compile
+        peer.warm()
+        timing["modded_compile_warmup_s"] = time.perf_counter() - t
+        timing["modded_calibration"] = peer.calibrate()
+    except Exception as e:  # the other systems' figures stay
+        import traceback
+
+        traceback.print_exc()
+        choices["modded_nanogpt"] = {"error": repr(e)}
+        record()
+        return
+    record()
+    for scale in a.modded_lr_scales:
+        record(attempt("sweep", peer.run, scale, 0, score, system="modded_nanogpt", lr_scale=scale, seed=0))
+    swept = {r["lr_scale"]: r["dev"]["bpb"] for r in runs if ok(r, system="modded_nanogpt", role="sweep")}
+    if not swept:
+        return
+    scale = min(swept, key=swept.get)
+    choices["modded_nanogpt"] = {"by": "dev bpb at seed 0", "dev_bpb": swept, "chosen_lr_scale": scale,
+                                 "at_edge_of_sweep": len(swept) > 1 and scale in (min(swept), max(swept))}
+    seeds = range(1, a.repeats + 1) if a.fresh_repeats else range(1, a.repeats)
+    for seed in seeds:
+        record(attempt("repeat", peer.run, scale, seed, score, system="modded_nanogpt", lr_scale=scale, seed=seed))
+    mine = [r for r in runs if ok(r, system="modded_nanogpt", lr_scale=scale) and (r["role"] == "repeat" or
+                                                                                 not a.fresh_repeats)]
+    reported["modded_nanogpt"] = summary(mine, {"lr_scale": scale, "sweep_run_reused": not a.fresh_repeats})
+
+
 def stats(values: list[float]) -> dict:
     return {"mean": sum(values) / len(values), "min": min(values), "max": max(values), "n": len(values),
             "values": values} if values else {"n": 0}
@@ -304,6 +362,11 @@ def main() -> None:
     ap.add_argument("--nanogpt-lrs", default="3e-4,6e-4,1.2e-3",
                     help="the learning rates swept on dev (2026-12-07: 6e-4 beat 1.2e-3 and 2.4e-3, at the low edge)")
     ap.add_argument("--nanogpt-shape", default="12,12,768", help="n_layer,n_head,n_embd (default: GPT-2 124M)")
+    ap.add_argument("--modded", default=None, help="a modded-nanogpt record: its log (train_gpt.py at the head) "
+                    "or train_gpt.py (no such peer if absent)")
+    ap.add_argument("--modded-lr-scales", default="0.25,0.5,1", help="factors on all of the record's learning "
+                    "rates, swept on dev (theirs were tuned for 16x the tokens a step; fmforge's Muon rate at "
+                    "32k tokens is 0.4x theirs)")
     ap.add_argument("--fresh-repeats", action="store_true", help="do not reuse the sweep's run as a repeat")
     ap.add_argument("--book-part-chars", type=int, default=None, help="book part size (default 65536; --tiny 2048)")
     ap.add_argument("--vocab", type=int, default=None, help="BPE vocabulary (default 32768; --tiny 512)")
@@ -316,15 +379,26 @@ def main() -> None:
     try:
         a.nanogpt_lrs = [float(x) for x in a.nanogpt_lrs.split(",") if x.strip()]
         a.nanogpt_shape = [int(x) for x in a.nanogpt_shape.split(",")]
+        a.modded_lr_scales = [float(x) for x in a.modded_lr_scales.split(",") if x.strip()]
     except ValueError as e:
-        ap.error(f"--nanogpt-lrs / --nanogpt-shape: {e}")
+        ap.error(f"--nanogpt-lrs / --nanogpt-shape / --modded-lr-scales: {e}")
+    if not a.modded_lr_scales or min(a.modded_lr_scales) <= 0:
+        ap.error("--modded-lr-scales needs positive factors")
     if not a.nanogpt_lrs or min(a.nanogpt_lrs) <= 0 or len(a.nanogpt_shape) != 3 or a.repeats < 1:
         ap.error("--nanogpt-lrs needs positive rates, --nanogpt-shape three integers, --repeats >= 1")
     if a.nanogpt and not (Path(a.nanogpt) / "model.py").is_file():
         ap.error(f"--nanogpt {a.nanogpt}: no model.py there (nanoGPT's model.py)")
-    for f in [Path(a.data) / f"{s}.jsonl.zst" for s in SOURCES] + [Path(r) for r in a.recipe]:
+    for f in [Path(a.data) / f"{s}.jsonl.zst" for s in SOURCES] + [Path(r) for r in a.recipe + [a.modded] if r]:
         if not f.is_file():
             ap.error(f"{f}: no such file")
+    if a.modded:  # a record this adapter cannot patch stops here, before any work
+        from modded_peer import PatchError, patch, record_source
+
+        try:
+            patch(record_source(a.modded), a.modded)
+        except (PatchError, UnicodeDecodeError) as e:
+            ap.error(f"--modded: {e}")
+        a.modded = str(Path(a.modded).resolve())
     a.budget = a.budget or (TINY["budget"] if a.tiny else 60.0)
     a.vocab = a.vocab or (TINY["vocab"] if a.tiny else 32768)
     a.book_part_chars = a.book_part_chars or (TINY["part_chars"] if a.tiny else 65536)
@@ -346,7 +420,7 @@ def main() -> None:
     def record(run: dict | None = None, complete: bool = False) -> None:
         if run is not None:
             runs.append(run)
-            what = run.get("recipe") or f"lr {run.get('lr')}"
+            what = run.get("recipe") or f"lr {run['lr'] if 'lr' in run else 'x' + str(run.get('lr_scale'))}"
             print(f"{run['system']} {what} seed {run['seed']} ({run['role']}): " +
                   (f"dev {run['dev']['bpb']:.4f} test {run['test']['bpb']:.4f} bpb, {run['steps']} steps, "
                    f"{run['train_s']:.1f} s" if "error" not in run else run["error"]), flush=True)
@@ -399,12 +473,15 @@ def main() -> None:
             mine = [r for r in runs if ok(r, system="nanogpt", lr=lr) and (r["role"] == "repeat" or
                                                                           not a.fresh_repeats)]
             reported["nanogpt"] = summary(mine, {"lr": lr, "sweep_run_reused": not a.fresh_repeats})
+    if a.modded:
+        run_modded_peer(a, shards, info, device, work, runs, choices, reported, timing, record, attempt, ok)
     timing["total_s"] = time.perf_counter() - t_start
     record(complete=True)
     for s, r in reported.items():
         t = r["test_bpb"]
-        print(f"{s}: test {t['mean']:.4f} bpb (min {t['min']:.4f}, max {t['max']:.4f}, {t['n']} runs) "
-              f"{r.get('recipe') or 'lr ' + str(r.get('lr'))}", flush=True)
+        what = r.get("recipe") or (f"lr {r['lr']}" if "lr" in r else f"lr x{r.get('lr_scale')}")
+        print(f"{s}: test {t['mean']:.4f} bpb (min {t['min']:.4f}, max {t['max']:.4f}, {t['n']} runs) {what}",
+              flush=True)
     print(f"wrote {out[0]}")
 
 
