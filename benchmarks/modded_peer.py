@@ -33,7 +33,8 @@ takes the summed fp32 cross-entropy, autocast off (their model runs in bf16 by i
 On the CPU (`--device cpu --tiny`) the same substitutions run with cuda -> cpu, nccl -> gloo,
 no torch.compile (as nanoGPT's smoke run) and a tiny width; FlexAttention has no backward on
 the CPU, so training there uses `dense_flex_attention` (the same mask, materialised, through
-scaled_dot_product_attention); scoring uses FlexAttention itself on both devices.
+scaled_dot_product_attention, as compiled FlexAttention masks: tests/test_modded_peer.py);
+scoring uses FlexAttention itself on both devices (eagerly: see `ModdedPeer.scorer`).
 """
 from __future__ import annotations
 
@@ -374,7 +375,12 @@ class ModdedPeer:
         spec = importlib.util.spec_from_file_location(name, defs_file)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
-        mod._ttq_attention = flex_attention  # scoring runs their FlexAttention (forward only), on every device
+        # Scoring runs FlexAttention itself (forward only, eager). Eager FlexAttention applies the
+        # mask_mod alone, not the block mask's sliding window: the same when the window covers
+        # the whole scored window (their final window, 1,792 tokens, does for 1,024), else the
+        # dense stand-in gives the trained semantics.
+        covers = meta["window_blocks"] * BLOCK >= self.S["context"]
+        mod._ttq_attention = flex_attention if covers else dense_flex_attention
         gpt = mod.GPT(vocab_size=self.vocab, num_layers=self.shape[0], num_heads=self.shape[1], model_dim=self.shape[2])
         gpt.load_state_dict(torch.load(Path(out) / "weights.pt", map_location="cpu"), assign=True)
         gpt = gpt.to(self.device).eval()

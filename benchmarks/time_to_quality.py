@@ -388,17 +388,19 @@ def main() -> None:
         ap.error("--nanogpt-lrs needs positive rates, --nanogpt-shape three integers, --repeats >= 1")
     if a.nanogpt and not (Path(a.nanogpt) / "model.py").is_file():
         ap.error(f"--nanogpt {a.nanogpt}: no model.py there (nanoGPT's model.py)")
-    for f in [Path(a.data) / f"{s}.jsonl.zst" for s in SOURCES] + [Path(r) for r in a.recipe + [a.modded] if r]:
-        if not f.is_file():
-            ap.error(f"{f}: no such file")
     if a.modded:  # a record this adapter cannot patch stops here, before any work
         from modded_peer import PatchError, patch, record_source
 
+        if not Path(a.modded).is_file():
+            ap.error(f"--modded {a.modded}: no such file")
         try:
             patch(record_source(a.modded), a.modded)
         except (PatchError, UnicodeDecodeError) as e:
             ap.error(f"--modded: {e}")
         a.modded = str(Path(a.modded).resolve())
+    for f in [Path(a.data) / f"{s}.jsonl.zst" for s in SOURCES] + [Path(r) for r in a.recipe]:
+        if not f.is_file():
+            ap.error(f"{f}: no such file")
     a.budget = a.budget or (TINY["budget"] if a.tiny else 60.0)
     a.vocab = a.vocab or (TINY["vocab"] if a.tiny else 32768)
     a.book_part_chars = a.book_part_chars or (TINY["part_chars"] if a.tiny else 65536)

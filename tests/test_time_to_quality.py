@@ -194,7 +194,9 @@ def test_time_to_quality_tiny_cpu(tmp_path):
 
 
 @pytest.mark.parametrize("args, says", [(["--nanogpt", "."], "no model.py"), (["--data", "/nonexistent"], "no such file"),
-                                        (["--nanogpt-lrs", "x"], "--nanogpt-lrs"), (["--repeats", "0"], "--repeats")])
+                                        (["--nanogpt-lrs", "x"], "--nanogpt-lrs"), (["--repeats", "0"], "--repeats"),
+                                        (["--modded", "/nonexistent.txt"], "no such file"),
+                                        (["--modded-lr-scales", "0"], "--modded-lr-scales")])
 def test_time_to_quality_bad_arguments(tmp_path, args, says):
     r = subprocess.run([sys.executable, "benchmarks/time_to_quality.py", "--work", str(tmp_path), *args],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
