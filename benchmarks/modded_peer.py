@@ -38,6 +38,7 @@ scoring uses FlexAttention itself on both devices (eagerly: see `ModdedPeer.scor
 """
 from __future__ import annotations
 
+import gc
 import importlib.util
 import inspect
 import json
@@ -55,7 +56,7 @@ import numpy as np
 MAGIC, VERSION, HEADER_INTS = 20240520, 1, 256  # their .bin shard header
 BLOCK = 128  # their FlexAttention block: sequences are multiples of it
 FULL = {"tokens_per_step": 32 * 1024, "context": 1024, "calib_steps": 50, "warm_steps": 6, "skip": 5,
-        "sync": 25, "safety": 0.98, "timeout_s": 1800}
+        "sync": 25, "safety": 0.98, "timeout_s": 1200}  # timeout: the cold compile's run
 TINY = {"tokens_per_step": 2 * BLOCK, "context": BLOCK, "calib_steps": 6, "warm_steps": 2, "skip": 1,
         "sync": 2, "safety": 0.98, "timeout_s": 300, "heads": 2, "dim": 64}
 
@@ -338,13 +339,14 @@ class ModdedPeer:
                "MASTER_PORT": str(free_port())}
         if self.device.type != "cuda":
             env["TORCHDYNAMO_DISABLE"] = "1"  # no torch.compile on the CPU, as nanoGPT's smoke run
+        timeout = self.S["timeout_s"] if tag == "warm" else min(self.S["timeout_s"], 300 + 3 * self.budget)
         t0 = time.perf_counter()
         with open(out / "stdout.txt", "w") as log:
             try:
                 p = subprocess.run([sys.executable, str(script)], cwd=out, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, timeout=self.S["timeout_s"])
+                                   stderr=subprocess.STDOUT, timeout=timeout)
             except subprocess.TimeoutExpired:
-                raise RuntimeError(f"{script} ran past {self.S['timeout_s']} s; its output: {out / 'stdout.txt'}")
+                raise RuntimeError(f"{script} ran past {timeout:.0f} s; its output: {out / 'stdout.txt'}")
         wall = time.perf_counter() - t0
         if p.returncode != 0 or not (out / "meta.json").is_file():
             tail = (out / "stdout.txt").read_text(errors="replace")[-3000:]
@@ -385,25 +387,25 @@ class ModdedPeer:
         gpt.load_state_dict(torch.load(Path(out) / "weights.pt", map_location="cpu"), assign=True)
         gpt = gpt.to(self.device).eval()
         window = torch.tensor(meta["window_blocks"], dtype=torch.int32, device=self.device)
-        device = self.device
 
         class Scored(torch.nn.Module):
             """Each (B, T) row as its own flat sequence, as their forward takes one."""
 
-            def __init__(self):
+            def __init__(self, gpt, window):
                 super().__init__()
-                self.gpt = gpt
+                self.gpt, self.window = gpt, window
 
             def forward(self, x, y, reduction="sum"):
                 if x.shape[-1] % BLOCK:
                     raise ValueError(f"windows of {x.shape[-1]} tokens: their block mask needs a multiple of {BLOCK}")
-                with torch.autocast(device.type, enabled=False):  # their bf16 as in training, no autocast's
-                    nll = [F.cross_entropy(gpt(row.int(), None, window)[0].float(), t, ignore_index=-100,
-                                           reduction="none") for row, t in zip(x, y)]
-                nll = torch.cat(nll)
-                return nll.sum() if reduction == "sum" else nll.sum() / (y != -100).sum() if reduction == "mean" else nll
+                with torch.autocast(x.device.type, enabled=False):  # their own bf16, as in training
+                    nll = torch.cat([F.cross_entropy(self.gpt(row.int(), None, self.window)[0].float(), t,
+                                                     ignore_index=-100, reduction="none") for row, t in zip(x, y)])
+                if reduction == "sum":
+                    return nll.sum()
+                return nll.sum() / (y != -100).sum() if reduction == "mean" else nll
 
-        return Scored()
+        return Scored(gpt, window)
 
     def run(self, lr_scale: float, seed: int, score) -> dict:
         """One scored run: steps planned from the latest measurement, trained, then score(model_fn,
@@ -422,6 +424,7 @@ class ModdedPeer:
         val = score(model, self.shards, self.S["context"], self.device)
         n_params = sum(p.numel() for p in model.parameters())
         del model
+        gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         return {"system": "modded_nanogpt", "lr_scale": lr_scale, "seed": seed, "shape": self.shape,
