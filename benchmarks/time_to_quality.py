@@ -38,7 +38,11 @@ Choices are made on dev and the test split is reported:
 Every run is scored on dev and test by the same code (fmforge.eval.heldout.score_docs): each
 document on its own, every token predicted, nats summed over its UTF-8 bytes. The result
 (benchmarks/record.py) holds every run and, per system, the mean, min and max of test
-bits/byte over the chosen configuration's runs; it is rewritten after each run.
+bits/byte over the chosen configuration's runs; it is rewritten after each run. `--resume`
+continues an unfinished file (a run cut off with its device session): the same arguments,
+commit, peers' code, data and GPU, or it is refused; its finished runs are kept (marked
+"resumed") and the choices are made again from them, so the rest runs as it would have; a
+system's compile warm-up runs only before its first run that is not kept.
 
     python benchmarks/time_to_quality.py --nanogpt PATH --recipe recipes/h200-60s.yaml
     python benchmarks/time_to_quality.py --device cpu --tiny --nanogpt PATH --recipe R  # smoke run
@@ -299,7 +303,7 @@ def run_fmforge(a, recipe_path: str, seed: int, shards: Path, work: Path, device
 
 
 def run_modded_peer(a, shards: Path, info: dict, device, work: Path, runs, choices, reported, timing,
-                    record, attempt, ok) -> None:
+                    record, attempt, ok, warmups) -> None:
     """The modded-nanogpt peer (see the module doc): compile warm-up, calibration, the
     --modded-lr-scales sweep at seed 0 on dev, seeds 1..N-1 of the best factor."""
     import hashlib
@@ -313,10 +317,6 @@ def run_modded_peer(a, shards: Path, info: dict, device, work: Path, runs, choic
     timing["modded_source_sha1"] = hashlib.sha1(Path(a.modded).read_bytes()).hexdigest()
     try:
         peer = ModdedPeer(a.modded, work, shards, info["vocab"], sep, device, a.budget, a.tiny)
-        t = time.perf_counter()  # warm the compile cache: no swept factor pays for the cold compile
-        peer.warm()
-        timing["modded_compile_warmup_s"] = time.perf_counter() - t
-        timing["modded_calibration"] = peer.calibrate()
     except Exception as e:  # the other systems' figures stay
         import traceback
 
@@ -324,7 +324,15 @@ def run_modded_peer(a, shards: Path, info: dict, device, work: Path, runs, choic
         choices["modded_nanogpt"] = {"error": repr(e)}
         record()
         return
-    record()
+
+    def warm_modded() -> None:  # before its first run that a --resume does not keep
+        t = time.perf_counter()  # warm the compile cache: no swept factor pays for the cold compile
+        peer.warm()
+        timing["modded_compile_warmup_s"] = time.perf_counter() - t
+        timing["modded_calibration"] = peer.calibrate()
+        record()
+
+    warmups["modded_nanogpt"] = warm_modded
     for scale in a.modded_lr_scales:
         record(attempt("sweep", peer.run, scale, 0, score, system="modded_nanogpt", lr_scale=scale, seed=0))
     swept = {r["lr_scale"]: r["dev"]["bpb"] for r in runs if ok(r, system="modded_nanogpt", role="sweep")}
@@ -339,6 +347,44 @@ def run_modded_peer(a, shards: Path, info: dict, device, work: Path, runs, choic
     mine = [r for r in runs if ok(r, system="modded_nanogpt", lr_scale=scale) and (r["role"] == "repeat" or
                                                                                  not a.fresh_repeats)]
     reported["modded_nanogpt"] = summary(mine, {"lr_scale": scale, "sweep_run_reused": not a.fresh_repeats})
+
+
+def sources(a) -> dict:
+    """sha1 of the peers' code a run reads (nanoGPT's model.py, the modded record)."""
+    import hashlib
+
+    files = {"nanogpt_model_py": Path(a.nanogpt) / "model.py" if a.nanogpt else None,
+             "modded_record": Path(a.modded) if a.modded else None}
+    return {k: hashlib.sha1(f.read_bytes()).hexdigest() if f else None for k, f in files.items()}
+
+
+RUN_KEY = ("system", "recipe", "lr", "lr_scale", "seed")  # what a run ran, with its role
+
+
+def run_key(role: str, run: dict) -> tuple:
+    return (role, *(run.get(k) for k in RUN_KEY))
+
+
+def load_earlier(a, header: dict, ap) -> dict:
+    """The unfinished result file --resume continues: refused (argparse error) unless it was
+    written by the same commit (and dirty flag) with the same settings and peers' code."""
+    if not a.out or not Path(a.out).is_file():
+        ap.error("--resume needs --out naming the result file to continue")
+    try:
+        earlier = json.loads(Path(a.out).read_text())
+    except ValueError as e:
+        ap.error(f"--resume: {a.out} is not a result file ({e})")
+    if earlier.get("benchmark") != "time_to_quality":
+        ap.error(f"--resume: {a.out} is not a time_to_quality result")
+    ignore = {"out", "resume", "work", "data", "nanogpt", "modded"}  # paths may differ between machines
+    was, now = earlier.get("args", {}), header["args"]
+    differ = sorted(k for k in set(was) | set(now) if k not in ignore and was.get(k) != json.loads(json.dumps(now.get(k))))
+    if differ:
+        ap.error(f"--resume: {a.out} was run with other settings ({', '.join(differ)}); use the same arguments")
+    for k in ("commit", "dirty", "sources"):
+        if earlier.get(k) != header[k]:
+            ap.error(f"--resume: {a.out} has {k} {earlier.get(k)!r}, this run {header[k]!r}; start a new --out")
+    return earlier
 
 
 def stats(values: list[float]) -> dict:
@@ -375,6 +421,8 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/ttq", help="scratch: shards (reused when the same), runs")
     ap.add_argument("--prepare-only", action="store_true", help="write the shards to --work and stop")
     ap.add_argument("--out", default=None, help="result file (default benchmarks/results/time_to_quality-DATE.json)")
+    ap.add_argument("--resume", action="store_true", help="continue the unfinished --out file: its finished runs "
+                    "are kept, the rest run (same arguments, commit, GPU and data, else refused)")
     a = ap.parse_args()
     try:
         a.nanogpt_lrs = [float(x) for x in a.nanogpt_lrs.split(",") if x.strip()]
@@ -406,6 +454,11 @@ def main() -> None:
     a.book_part_chars = a.book_part_chars or (TINY["part_chars"] if a.tiny else 65536)
     a.nanogpt = str(Path(a.nanogpt).resolve()) if a.nanogpt else None
     header, t_start = provenance(a), time.perf_counter()
+    header["sources"] = sources(a)
+    earlier = load_earlier(a, header, ap) if a.resume else None
+    if earlier is not None and earlier.get("complete"):
+        print(f"{a.out} is complete: nothing to resume")
+        return
     import torch
 
     device = torch.device(a.device)
@@ -417,21 +470,40 @@ def main() -> None:
     if a.prepare_only:
         return
     runs, choices, reported, timing = [], {}, {}, {}
+    prior: dict[tuple, dict] = {}  # --resume: the earlier invocation's finished runs, by what they ran
+    if earlier is not None:
+        gpu = torch.cuda.get_device_name() if device.type == "cuda" else None
+        same = lambda d: {k: v for k, v in json.loads(json.dumps(d, default=str)).items() if k != "reused_from"}  # noqa: E731
+        if same(earlier["data"]) != same(info) or earlier["hardware"].get("gpu") != gpu:
+            sys.exit(f"--resume: {a.out} was run on other data or another GPU "
+                     f"({earlier['hardware'].get('gpu')} against {gpu}); start a new --out")
+        prior = {run_key(r["role"], r): r for r in earlier["runs"] if "error" not in r}
+        header["resumed"] = {"from_date": earlier["date"], "from_argv": earlier["argv"], "earlier_timing":
+                             earlier.get("timing", {}), "earlier_header_resumed": earlier.get("resumed")}
+        print(f"resuming {a.out}: {len(prior)} finished runs kept", flush=True)
     out = [a.out]
 
     def record(run: dict | None = None, complete: bool = False) -> None:
         if run is not None:
             runs.append(run)
             what = run.get("recipe") or f"lr {run['lr'] if 'lr' in run else 'x' + str(run.get('lr_scale'))}"
-            print(f"{run['system']} {what} seed {run['seed']} ({run['role']}): " +
+            print(("kept: " if run.get("resumed") else "") + f"{run['system']} {what} seed {run['seed']} ({run['role']}): " +
                   (f"dev {run['dev']['bpb']:.4f} test {run['test']['bpb']:.4f} bpb, {run['steps']} steps, "
                    f"{run['train_s']:.1f} s" if "error" not in run else run["error"]), flush=True)
         out[0] = write_result("time_to_quality", header, {
             "complete": complete, "budget_s": a.budget, "data": info, "choices": choices, "reported": reported,
             "timing": timing, "runs": runs}, out[0])
 
+    warmups: dict[str, object] = {}  # system -> its compile warm-up, run before its first run that is not kept
+
     def attempt(role: str, fn, *args, **kw) -> dict:
+        kept = prior.get(run_key(role, kw))
+        if kept is not None:
+            return {**kept, "resumed": True}
         try:
+            warm = warmups.pop(kw["system"], None)
+            if warm is not None:
+                warm()
             return {"role": role, **fn(*args)}
         except Exception as e:  # one failing run must not lose the others' figures
             import traceback
@@ -442,10 +514,13 @@ def main() -> None:
     shards = work / "shards"
     ok = lambda r, **kw: "error" not in r and all(r.get(k) == v for k, v in kw.items())  # noqa: E731
     # Recipes as the peer's rates: each screened at seed 0 on dev, the best gets seeds 1..N-1.
-    t = time.perf_counter()  # warm the compile cache: no recipe's run pays for the cold compile
-    for rp in a.recipe:
-        run_fmforge(a, rp, 0, shards, work, device, warm_only=True)
-    timing["fmforge_compile_warmup_s"] = time.perf_counter() - t
+    def warm_fmforge() -> None:  # warm the compile cache: no recipe's run pays for the cold compile
+        t = time.perf_counter()
+        for rp in a.recipe:
+            run_fmforge(a, rp, 0, shards, work, device, warm_only=True)
+        timing["fmforge_compile_warmup_s"] = time.perf_counter() - t
+
+    warmups["fmforge"] = warm_fmforge
     for rp in a.recipe:
         record(attempt("screen", run_fmforge, a, rp, 0, shards, work, device, system="fmforge", recipe=rp, seed=0))
     screened = {r["recipe"]: r["dev"]["bpb"] for r in runs if ok(r, system="fmforge", role="screen")}
@@ -457,9 +532,12 @@ def main() -> None:
                            system="fmforge", recipe=best, seed=seed))
         reported["fmforge"] = summary([r for r in runs if ok(r, system="fmforge", recipe=best)], {"recipe": best})
     if a.nanogpt:
-        t = time.perf_counter()  # warm the compile cache: no swept rate pays for the cold compile
-        run_nanogpt(a, shards, info["vocab"], a.nanogpt_lrs[0], 0, device, warm_only=True)
-        timing["nanogpt_compile_warmup_s"] = time.perf_counter() - t
+        def warm_nanogpt() -> None:  # warm the compile cache: no swept rate pays for the cold compile
+            t = time.perf_counter()
+            run_nanogpt(a, shards, info["vocab"], a.nanogpt_lrs[0], 0, device, warm_only=True)
+            timing["nanogpt_compile_warmup_s"] = time.perf_counter() - t
+
+        warmups["nanogpt"] = warm_nanogpt
         for lr in a.nanogpt_lrs:
             record(attempt("sweep", run_nanogpt, a, shards, info["vocab"], lr, 0, device,
                            system="nanogpt", lr=lr, seed=0))
@@ -476,7 +554,7 @@ def main() -> None:
                                                                           not a.fresh_repeats)]
             reported["nanogpt"] = summary(mine, {"lr": lr, "sweep_run_reused": not a.fresh_repeats})
     if a.modded:
-        run_modded_peer(a, shards, info, device, work, runs, choices, reported, timing, record, attempt, ok)
+        run_modded_peer(a, shards, info, device, work, runs, choices, reported, timing, record, attempt, ok, warmups)
     timing["total_s"] = time.perf_counter() - t_start
     record(complete=True)
     for s, r in reported.items():

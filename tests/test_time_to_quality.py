@@ -112,11 +112,10 @@ def test_time_to_quality_tiny_cpu(tmp_path):
     recipes = ["recipes/h200-60s.yaml", "recipes/h200-60s-adamw.yaml"]
     lrs = [3e-3, 3e-5]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
-    r = subprocess.run([sys.executable, "benchmarks/time_to_quality.py", "--device", "cpu", "--tiny",
-                        "--data", str(data), "--nanogpt", str(ng), "--work", str(work), "--out", str(out),
-                        "--recipe", recipes[0], "--recipe", recipes[1], "--repeats", "2",
-                        "--nanogpt-lrs", ",".join(map(str, lrs)), "--budget", "1"],
-                       cwd=ROOT, capture_output=True, text=True, env=env, timeout=380)
+    base = [sys.executable, "benchmarks/time_to_quality.py", "--device", "cpu", "--tiny", "--data", str(data),
+            "--nanogpt", str(ng), "--work", str(work), "--recipe", recipes[0], "--recipe", recipes[1],
+            "--repeats", "2", "--nanogpt-lrs", ",".join(map(str, lrs)), "--budget", "1"]
+    r = subprocess.run(base + ["--out", str(out)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=380)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["benchmark"] == "time_to_quality" and res["commit"] and res["complete"] is True
@@ -191,6 +190,28 @@ def test_time_to_quality_tiny_cpu(tmp_path):
         t = rep["test_bpb"]
         assert t["n"] == 2 and t["mean"] == pytest.approx(np.mean(vals))
         assert (t["min"], t["max"]) == (min(vals), max(vals))
+
+    # --resume: a file cut off after the fmforge runs keeps them as they were and runs the rest
+    # (the peer's warm-up, sweep and repeat), and reaches the same choices for fmforge
+    cut = tmp_path / "cut.json"
+    cut.write_text(json.dumps({**res, "complete": False, "runs": fm, "reported": {}, "choices": {}}))
+    again = subprocess.run(base + ["--out", str(cut), "--resume"], cwd=ROOT, capture_output=True, text=True,
+                           env=env, timeout=380)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    res2 = json.loads(cut.read_text())
+    assert res2["complete"] is True and res2["resumed"]["from_date"] == res["date"]
+    kept = [x for x in res2["runs"] if x.get("resumed")]
+    assert [{k: v for k, v in x.items() if k != "resumed"} for x in kept] == fm
+    lr2 = res2["choices"]["nanogpt"]["chosen_lr"]
+    assert sorted((x["lr"], x["seed"]) for x in res2["runs"] if not x.get("resumed")) == sorted(
+        [(v, 0) for v in lrs] + [(lr2, 1)])
+    assert "fmforge_compile_warmup_s" not in res2["timing"] and res2["timing"]["nanogpt_compile_warmup_s"] > 0
+    assert res2["choices"]["fmforge"] == res["choices"]["fmforge"]
+    assert res2["reported"]["fmforge"] == res["reported"]["fmforge"]
+    # other settings than the file's: refused before any work
+    other = subprocess.run(base + ["--out", str(cut), "--resume", "--repeats", "3"], cwd=ROOT, capture_output=True,
+                           text=True, env=env, timeout=120)
+    assert other.returncode == 2 and "other settings (repeats)" in other.stderr, other.stderr
 
 
 @pytest.mark.parametrize("args, says", [(["--nanogpt", "."], "no model.py"), (["--data", "/nonexistent"], "no such file"),
