@@ -130,3 +130,40 @@ def test_muon_optimizer_trains_and_resumes_exactly(shards, tmp_path):
     shutil.rmtree(tmp_path / "part" / "checkpoints" / "step-00000006")
     train(r, tok, tmp_path / "part", resume=True, verbose=False)
     assert losses(tmp_path / "part" / "metrics.jsonl") == full
+
+
+def test_running_ahead_of_the_loss_read_changes_no_number(shards, tmp_path, monkeypatch):
+    """The trainer queues step n+1 before reading step n back (device-side skip, one process)
+    except where a checkpoint, an eval or the end of the budget follows step n. Doing so must
+    change nothing but timing: losses, norms, learning rates, checkpoints and the final weights
+    equal those of a run that reads every step before the next, here with a checkpoint every
+    3 steps, an eval every 4 and a token budget that ends mid-interval."""
+    from fmforge.train.trainer import Trainer
+
+    recipe, tok = shards
+    r = recipe.model_copy(update={"train": recipe.train.model_copy(update={
+        "max_steps": None, "max_tokens": 11 * 4 * recipe.model.context_length - 1, "checkpoint_every": 3,
+        "eval_every": 4, "keep_checkpoints": 10, "optimizer": "muon"})})
+    real = Trainer._may_run_ahead
+    ahead = []
+
+    def counted(self):
+        ahead.append(real(self))
+        return ahead[-1]
+
+    monkeypatch.setattr(Trainer, "_may_run_ahead", counted)
+    train(r, tok, tmp_path / "ahead", verbose=False)
+    assert sum(ahead) >= 4  # it did run ahead, between the boundaries
+    monkeypatch.setattr(Trainer, "_may_run_ahead", lambda self: False)
+    train(r, tok, tmp_path / "sync", verbose=False)
+
+    def records(run):
+        keep = ("step", "loss", "grad_norm", "lr", "tokens", "epoch")
+        return [{k: v for k, v in json.loads(line).items() if k in keep} for line in open(tmp_path / run / "metrics.jsonl")]
+
+    a, b = records("ahead"), records("sync")
+    assert a == b and [x["step"] for x in a if "step" in x][-1] == 11
+    ck = lambda run: [c.name for c in checkpoint.complete(tmp_path / run / "checkpoints")]  # noqa: E731
+    assert ck("ahead") == ck("sync") and "step-00000009" in ck("ahead")
+    wa, wb = (checkpoint.consolidate(checkpoint.latest(tmp_path / run / "checkpoints")) for run in ("ahead", "sync"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -46,7 +46,13 @@ class TrainStep:
         self.skip_on_device = bool(getattr(opt, "_step_supports_amp_scaling", False)) and rt.strategy != "fsdp"
 
     def __call__(self, next_batch) -> StepResult:
-        """`next_batch()` gives this rank's (inputs, targets) on the CPU, `accum` times."""
+        """One step, its loss and norm read back: `launch(next_batch).result()`."""
+        return self.launch(next_batch).result()
+
+    def launch(self, next_batch) -> "PendingStep":
+        """Queue one step; `next_batch()` gives this rank's (inputs, targets) on the CPU,
+        `accum` times. With a device-side skip nothing is read back here: the caller may queue
+        the next step before reading this one's result (fmforge.train.trainer does)."""
         rt, model = self.rt, self.model
         total = torch.zeros((), device=rt.device)
         for i in range(self.accum):
@@ -62,19 +68,35 @@ class TrainStep:
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
             grad_norm = grad_norm.full_tensor()
         if self.skip_on_device:
-            # Decide on the device whether the step is applied, queue the optimizer behind the
-            # backward, and only then read loss and norm: the host launches the optimizer while
-            # the GPU still runs the backward (h200-60s: its launches took ~7 ms of a 34 ms step
-            # with the GPU idle, benchmarks/results/train_profile-2026-12-07-2.json).
+            # Decide on the device whether the step is applied and queue the optimizer behind the
+            # backward; loss and norm are read later (PendingStep.result), so the host never
+            # waits before the optimizer, nor, when the caller runs ahead, between steps.
             ok = torch.isfinite(total) & torch.isfinite(grad_norm)
             self.opt.found_inf = (~ok).float()  # 0-dim, as GradScaler makes it
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
-            loss_val, gn = torch.stack([total.float(), grad_norm.float()]).tolist()
-            return StepResult(loss_val, gn, math.isfinite(loss_val) and math.isfinite(gn))
+            return PendingStep(torch.stack([total.float(), grad_norm.float()]))
         loss_val, gn = float(total), float(grad_norm)
         finite = math.isfinite(loss_val) and math.isfinite(gn)
         if finite:
             self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        return StepResult(loss_val, gn, finite)
+        return PendingStep(None, StepResult(loss_val, gn, finite))
+
+    @property
+    def runs_ahead(self) -> bool:
+        """Whether launch() returns before the step's result is known (so the next can be queued)."""
+        return self.skip_on_device
+
+
+class PendingStep:
+    """A launched step's loss and gradient norm: still on the device, or already read."""
+
+    def __init__(self, values: torch.Tensor | None, result: StepResult | None = None):
+        self.values, self._result = values, result
+
+    def result(self) -> StepResult:
+        if self._result is None:
+            loss_val, gn = self.values.tolist()  # waits for the step's kernels
+            self._result = StepResult(loss_val, gn, math.isfinite(loss_val) and math.isfinite(gn))
+        return self._result

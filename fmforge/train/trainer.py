@@ -230,18 +230,105 @@ class Trainer:
         model.train()
         return {"step": self.state.step, **res.to_dict()}
 
+    def _may_run_ahead(self) -> bool:
+        """Whether the next step may be queued before the pending one is read: with one process
+        and a device-side skip, when nothing that happens after a step (the end of the budget, a
+        checkpoint, an eval) would follow the pending one, whether it is applied or skipped.
+        Then the host's work between steps (this bookkeeping, the next batch) overlaps the GPU."""
+        cfg, n = self.cfg, self.state.step + 1  # the pending step's number, if it is applied
+        if self.rt.world > 1 or not self.step_fn.runs_ahead or self.fake_dt:
+            return False
+        if cfg.time_budget_s and self.plan.measured is None:  # the time plan needs each step's time
+            return False
+        if self.plan.done(n, self.state.tokens, self.state.elapsed):  # tokens: the pending step's are counted
+            return False
+        for every in (cfg.checkpoint_every, cfg.eval_every if self.val_shards else 0):
+            if every and n % every == 0:
+                return False
+        return not (self.task_eval is not None and self.task_eval.due(n))
+
+    def _launch(self, step: int) -> tuple:
+        """Queue step number `step` (0-based): its learning rate, batch and optimizer update."""
+        t0 = time.perf_counter()
+        lr = lr_at(step, self.plan.horizon(), self.cfg)
+        set_lr(self.opt, lr)
+        pending = self.step_fn.launch(self.loader.next_batch)
+        self.state.tokens += self.tokens_per_step  # also for a skipped step: the data was consumed
+        return pending, lr, t0, self.state.tokens, self.loader.epoch
+
+    def _finish(self, launched: tuple) -> None:
+        """Read a launched step back and account for it: skip count, clock, metrics, progress,
+        evals and checkpoints due after it."""
+        cfg, rt, s, metrics = self.cfg, self.rt, self.state, self.metrics
+        pending, lr, t0, tokens, epoch = launched
+        r = pending.result()
+        now = time.perf_counter()
+        # the host's lap: from this step's launch, or from the previous read when it was queued
+        # behind the previous step; summed, the wall time of the steps
+        dt = self.fake_dt or now - max(t0, self.lap or t0)
+        self.lap = now
+        if not r.finite:
+            s.skipped += 1
+            self.bad_in_row += 1
+            metrics.warn(f"\nstep {s.step + 1}: non-finite loss/grad ({r.loss}, {r.grad_norm}); step skipped "
+                         f"({self.bad_in_row} in a row)")
+            if self.bad_in_row >= cfg.max_bad_steps:
+                raise TrainingDiverged(
+                    f"{self.bad_in_row} consecutive steps had a non-finite loss or gradient; stopped at step "
+                    f"{s.step}. The last good checkpoint ({checkpoint.latest(self.ckpt_dir) or 'none'}) is "
+                    "intact. Lower train.lr or raise train.warmup_steps.")
+            return None
+        self.bad_in_row, self.loss_val = 0, r.loss
+        s.step += 1
+        s.elapsed += dt
+        if self.plan.measured is None:
+            self.plan.observe(s.step, s.elapsed)
+            if self.plan.measured is not None:
+                metrics.say(f"\ntime budget {cfg.time_budget_s:g} s at {self.plan.measured['sec_per_step']:.3g} "
+                            f"s/step (measured): {self.plan.horizon()} steps planned")
+        tps = self.tokens_per_step / dt
+        mfu = tps * self.fpt / self.peak if self.peak else None
+        if mfu is not None and s.step > 3:
+            self.mfu_seen.append(mfu)
+        rec = {"step": s.step, "loss": r.loss, "lr": lr, "grad_norm": r.grad_norm, "tokens": tokens,
+               "tokens_per_s": tps, "tokens_per_s_per_device": tps / rt.world, "world": rt.world,
+               "mfu": mfu, "elapsed_s": s.elapsed, "epoch": epoch,
+               "usd": s.elapsed / 3600 * self.price * rt.world}
+        metrics.step(rec, write=s.step % cfg.log_every == 0 or self.done())
+        p = self.plan.progress(s.step, tokens, s.elapsed)
+        eta = s.elapsed / p - s.elapsed if p > 0 else 0
+        speed = (f"{tps:,.0f} tok/s" if rt.world == 1 else
+                 f"{rt.world} ranks × {tps / rt.world:,.0f} tok/s/device")
+        metrics.progress(f"step {s.step} | loss {r.loss:.4f} | lr {lr:.2e} | {speed}"
+                         + (f" | MFU {mfu:.1%}" if mfu else "") + f" | {p:.0%} | ETA {fmt_time(eta)}")
+        if cfg.eval_every and s.step % cfg.eval_every == 0 and self.val_shards:
+            self.val = self.evaluate()
+            metrics.eval(self.val)
+        if self.task_eval is not None and self.task_eval.due(s.step) and rt.is_main:
+            metrics.eval(self.task_eval(self.model, s.step, rt.autocast()))
+        if cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
+            self.save_checkpoint()
+        return None
+
     def run(self) -> TrainResult:
         cfg, rt, s, metrics = self.cfg, self.rt, self.state, self.metrics
-        fake_dt = float(os.environ.get("FMFORGE_STEP_SECONDS", 0))  # tests: a clock on which each step takes this
-        task_eval = TaskEval.for_training(self.recipe, self.tokens_dir, rt.world)  # eval.every_steps: downstream tasks
+        self.fake_dt = float(os.environ.get("FMFORGE_STEP_SECONDS", 0))  # tests: a clock on which each step takes this
+        self.task_eval = TaskEval.for_training(self.recipe, self.tokens_dir, rt.world)  # eval.every_steps: tasks
         self.model.train()
-        bad_in_row, loss_val, val = 0, float("nan"), None
-        mfu_seen: list[float] = []
+        self.bad_in_row, self.loss_val, self.val, self.lap = 0, float("nan"), None, None
+        self.mfu_seen: list[float] = []
+        pending = None  # a launched step whose loss and norm are not read yet
         with stop_on_signals() as stop:
-            while not self.done():
+            while True:
+                if pending is not None and not self._may_run_ahead():
+                    pending = self._finish(pending)
+                if pending is None and self.done():
+                    break
                 stop_now, save_now = _agree(
                     [stop.signum != 0,
                      bool(cfg.checkpoint_every_s) and time.monotonic() - self.last_save >= cfg.checkpoint_every_s], rt)
+                if pending is not None and (stop_now or save_now):  # the state saved must match the weights
+                    pending = self._finish(pending)
                 if stop_now:
                     saved = self.save_checkpoint()
                     metrics.close()
@@ -250,57 +337,16 @@ class Trainer:
                     raise err
                 if save_now and s.step:
                     self.save_checkpoint()
+                if self.done():  # reading the pending step may have ended the run
+                    break
                 _inject_fault(rt, s.step)
-                t0 = time.perf_counter()
-                lr = lr_at(s.step, self.plan.horizon(), cfg)
-                set_lr(self.opt, lr)
-                r = self.step_fn(self.loader.next_batch)
-                s.tokens += self.tokens_per_step  # also for a skipped step: the data was consumed
-                if not r.finite:
-                    s.skipped += 1
-                    bad_in_row += 1
-                    metrics.warn(f"\nstep {s.step + 1}: non-finite loss/grad ({r.loss}, {r.grad_norm}); step skipped "
-                                 f"({bad_in_row} in a row)")
-                    if bad_in_row >= cfg.max_bad_steps:
-                        raise TrainingDiverged(
-                            f"{bad_in_row} consecutive steps had a non-finite loss or gradient; stopped at step "
-                            f"{s.step}. The last good checkpoint ({checkpoint.latest(self.ckpt_dir) or 'none'}) is "
-                            "intact. Lower train.lr or raise train.warmup_steps.")
-                    continue
-                bad_in_row, loss_val = 0, r.loss
-                # No device synchronize here: the step's loss read already waits for its backward,
-                # and the optimizer's kernels then overlap this bookkeeping and the next batch's
-                # launches. Per step, dt is the host's lap time; summed, it is the wall time.
-                dt = fake_dt or time.perf_counter() - t0
-                s.step += 1
-                s.elapsed += dt
-                if self.plan.measured is None:
-                    self.plan.observe(s.step, s.elapsed)
-                    if self.plan.measured is not None:
-                        metrics.say(f"\ntime budget {cfg.time_budget_s:g} s at {self.plan.measured['sec_per_step']:.3g} "
-                                    f"s/step (measured): {self.plan.horizon()} steps planned")
-                tps = self.tokens_per_step / dt
-                mfu = tps * self.fpt / self.peak if self.peak else None
-                if mfu is not None and s.step > 3:
-                    mfu_seen.append(mfu)
-                rec = {"step": s.step, "loss": loss_val, "lr": lr, "grad_norm": r.grad_norm, "tokens": s.tokens,
-                       "tokens_per_s": tps, "tokens_per_s_per_device": tps / rt.world, "world": rt.world,
-                       "mfu": mfu, "elapsed_s": s.elapsed, "epoch": self.loader.epoch,
-                       "usd": s.elapsed / 3600 * self.price * rt.world}
-                metrics.step(rec, write=s.step % cfg.log_every == 0 or self.done())
-                p = self.plan.progress(s.step, s.tokens, s.elapsed)
-                eta = s.elapsed / p - s.elapsed if p > 0 else 0
-                speed = (f"{tps:,.0f} tok/s" if rt.world == 1 else
-                         f"{rt.world} ranks × {tps / rt.world:,.0f} tok/s/device")
-                metrics.progress(f"step {s.step} | loss {loss_val:.4f} | lr {lr:.2e} | {speed}"
-                                 + (f" | MFU {mfu:.1%}" if mfu else "") + f" | {p:.0%} | ETA {fmt_time(eta)}")
-                if cfg.eval_every and s.step % cfg.eval_every == 0 and self.val_shards:
-                    val = self.evaluate()
-                    metrics.eval(val)
-                if task_eval is not None and task_eval.due(s.step) and rt.is_main:
-                    metrics.eval(task_eval(self.model, s.step, rt.autocast()))
-                if cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
-                    self.save_checkpoint()
+                launched = self._launch(s.step + (pending is not None))
+                if pending is not None:  # read the previous step while this one runs on the device
+                    self._finish(pending)
+                pending = launched
+            if pending is not None:  # never left by the loop above; kept as a guard
+                self._finish(pending)
+        loss_val, val, mfu_seen = self.loss_val, self.val, self.mfu_seen
         metrics.progress(f"done: {s.step} steps, {s.tokens:,} tokens in {fmt_time(s.elapsed)}, "
                          f"final loss {loss_val:.4f}", final=True)
         self.save_checkpoint()
