@@ -475,8 +475,9 @@ def main() -> None:
         gpu = torch.cuda.get_device_name() if device.type == "cuda" else None
         same = lambda d: {k: v for k, v in json.loads(json.dumps(d, default=str)).items() if k != "reused_from"}  # noqa: E731
         if same(earlier["data"]) != same(info) or earlier["hardware"].get("gpu") != gpu:
-            sys.exit(f"--resume: {a.out} was run on other data or another GPU "
-                     f"({earlier['hardware'].get('gpu')} against {gpu}); start a new --out")
+            print(f"time_to_quality.py: error: --resume: {a.out} was run on other data or another GPU "
+                  f"({earlier['hardware'].get('gpu')} against {gpu}); start a new --out", file=sys.stderr)
+            sys.exit(2)
         prior = {run_key(r["role"], r): r for r in earlier["runs"] if "error" not in r}
         header["resumed"] = {"from_date": earlier["date"], "from_argv": earlier["argv"], "earlier_timing":
                              earlier.get("timing", {}), "earlier_header_resumed": earlier.get("resumed")}
