@@ -83,11 +83,6 @@ class TrainStep:
         self.opt.zero_grad(set_to_none=True)
         return PendingStep(None, StepResult(loss_val, gn, finite))
 
-    @property
-    def runs_ahead(self) -> bool:
-        """Whether launch() returns before the step's result is known (so the next can be queued)."""
-        return self.skip_on_device
-
 
 class PendingStep:
     """A launched step's loss and gradient norm: still on the device, or already read."""

@@ -236,7 +236,7 @@ class Trainer:
         checkpoint, an eval) would follow the pending one, whether it is applied or skipped.
         Then the host's work between steps (this bookkeeping, the next batch) overlaps the GPU."""
         cfg, n = self.cfg, self.state.step + 1  # the pending step's number, if it is applied
-        if self.rt.world > 1 or not self.step_fn.runs_ahead or self.fake_dt:
+        if self.rt.world > 1 or not self.step_fn.skip_on_device or self.fake_dt:
             return False
         if cfg.time_budget_s and self.plan.measured is None:  # the time plan needs each step's time
             return False
@@ -277,7 +277,7 @@ class Trainer:
                     f"{self.bad_in_row} consecutive steps had a non-finite loss or gradient; stopped at step "
                     f"{s.step}. The last good checkpoint ({checkpoint.latest(self.ckpt_dir) or 'none'}) is "
                     "intact. Lower train.lr or raise train.warmup_steps.")
-            return None
+            return
         self.bad_in_row, self.loss_val = 0, r.loss
         s.step += 1
         s.elapsed += dt
@@ -308,7 +308,6 @@ class Trainer:
             metrics.eval(self.task_eval(self.model, s.step, rt.autocast()))
         if cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
             self.save_checkpoint()
-        return None
 
     def run(self) -> TrainResult:
         cfg, rt, s, metrics = self.cfg, self.rt, self.state, self.metrics
@@ -321,14 +320,16 @@ class Trainer:
         with stop_on_signals() as stop:
             while True:
                 if pending is not None and not self._may_run_ahead():
-                    pending = self._finish(pending)
+                    self._finish(pending)
+                    pending = None
                 if pending is None and self.done():
                     break
                 stop_now, save_now = _agree(
                     [stop.signum != 0,
                      bool(cfg.checkpoint_every_s) and time.monotonic() - self.last_save >= cfg.checkpoint_every_s], rt)
                 if pending is not None and (stop_now or save_now):  # the state saved must match the weights
-                    pending = self._finish(pending)
+                    self._finish(pending)
+                    pending = None
                 if stop_now:
                     saved = self.save_checkpoint()
                     metrics.close()
@@ -344,8 +345,6 @@ class Trainer:
                 if pending is not None:  # read the previous step while this one runs on the device
                     self._finish(pending)
                 pending = launched
-            if pending is not None:  # never left by the loop above; kept as a guard
-                self._finish(pending)
         loss_val, val, mfu_seen = self.loss_val, self.val, self.mfu_seen
         metrics.progress(f"done: {s.step} steps, {s.tokens:,} tokens in {fmt_time(s.elapsed)}, "
                          f"final loss {loss_val:.4f}", final=True)
