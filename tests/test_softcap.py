@@ -71,3 +71,19 @@ def test_hf_and_gguf_export_refuse_a_capped_model_and_write_nothing(tmp_path):
     with pytest.raises(UserError, match=r"model.logit_softcap=2: GGUF"):
         write_gguf(mdir, tmp_path / "tokenizer.json", tmp_path / "m.gguf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train"]
+
+
+def test_gguf_cli_refuses_a_capped_model_before_asking_for_its_tokenizer(tmp_path):
+    """The soft-cap is why no GGUF can be written; asking first for a tokenizer the user then
+    finds would only lead to that refusal."""
+    from typer.testing import CliRunner
+
+    from fmforge.cli import app
+
+    m = _model()
+    mdir = tmp_path / "train"
+    mdir.mkdir()
+    save_model(m.state_dict(), m.cfg, mdir)  # no tokenizer.json anywhere near
+    r = CliRunner().invoke(app, ["export", "gguf", "--model", str(mdir), "--out", str(tmp_path / "m.gguf")])
+    assert isinstance(r.exception, UserError) and "model.logit_softcap=2: GGUF" in str(r.exception)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train"]

@@ -65,8 +65,11 @@ def register(app: typer.Typer) -> None:
 
 def _export_gguf(model: Path, out: Path, tokenizer: Optional[Path], dtype: str) -> None:
     from fmforge.export.gguf_file import check_out, write_gguf
+    from fmforge.export.hf import refuse_unexportable
     from fmforge.export.writer import find_tokenizer, model_dir
+    from fmforge.model.weights import read_config
     mdir = model_dir(model)
+    refuse_unexportable(read_config(mdir / "model.json"), "GGUF (llama.cpp)")  # before asking for a tokenizer
     tok = Path(tokenizer) if tokenizer else find_tokenizer(mdir)
     if tok is None or not tok.is_file():
         raise UserError(f"no tokenizer.json beside {mdir} (or in ../tokenizer); pass --tokenizer FILE")

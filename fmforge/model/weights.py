@@ -35,7 +35,7 @@ def load_model(run_train_dir: Path, device: str | torch.device = "cpu") -> Trans
     for f in (cfg_file, weights):
         if not f.is_file():
             raise InputNotFound(f"no trained model in {d}: {f.name} is missing; {_MAKE}")
-    mcfg = _read_config(cfg_file)
+    mcfg = read_config(cfg_file)
     model = Transformer(mcfg)
     try:
         state = load_file(str(weights))
@@ -58,7 +58,7 @@ def _one_line(e: Exception) -> str:
     return " ".join(str(e).split())
 
 
-def _read_config(path: Path) -> ModelConfig:
+def read_config(path: Path) -> ModelConfig:
     try:
         mcfg = ModelConfig.model_validate_json(path.read_bytes())
     except OSError as e:
