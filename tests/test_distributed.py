@@ -141,6 +141,18 @@ def test_saved_by_four_ranks_resumes_on_two(recipe, one, tmp_path):
 
 
 @pytest.mark.timeout(300)
+def test_ranks_with_different_clocks_plan_one_step_count(recipe, tmp_path):
+    """A time budget on 2 ranks whose steps take 0.1 and 0.13 s: planned alone, rank 0 would take
+    20 steps and rank 1 15, and rank 0 would wait for rank 1 in a collective that never comes.
+    On the ranks' mean clock (0.115 s) both plan floor(2 / 0.115) = 17 steps and end together."""
+    r = ok(train(recipe, tmp_path / "run", 2, "--set", "train.max_steps=null", "--set", "train.time_budget_s=2",
+                 "--set", "train.checkpoint_every=0", "--set", "train.parallel.timeout_s=60",
+                 env={"FMFORGE_STEP_SECONDS": "0.1,0.13"}, timeout=240))
+    steps = [json.loads(l)["step"] for l in open(tmp_path / "run" / "metrics.jsonl") if '"loss"' in l]
+    assert steps[-1] == 17 and "done: 17 steps" in r.stderr
+
+
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("fault", ["kill-rank", "crash-rank"])
 def test_a_failed_rank_ends_the_job_with_its_error(recipe, tmp_path, fault):
     t0 = time.monotonic()

@@ -1,14 +1,24 @@
 """How many steps a run takes: its budget turned into a step count (the horizon).
 
 `max_steps` and `max_tokens` give a step count directly. A time budget is turned into one
-from the throughput measured early in the run: the first step (two with torch.compile)
-is skipped, as it compiles and warms caches; then, once at least two more steps and
+from the throughput measured in the run: the first step (two with torch.compile) is
+skipped, as it compiles and warms caches; then, once at least two more steps and
 min(5% of the budget, 30 s) have been measured, the remaining time divided by the
-measured seconds per step gives the planned steps. The measurement is stored in the
-checkpoint, so a resumed run follows the same plan as an uninterrupted one, and a raised
-time budget is re-planned from the same measurement (not from the speed of the machine
-the run resumes on). The learning-rate schedule follows step / horizon; the run stops
-at whichever budget comes first. No torch here.
+measured seconds per step gives the planned steps. The plan is then remade after every
+step from the more recent half of the steps measured so far (the recent speed predicts
+the coming steps best), until the learning rate starts to decay (the
+decay phase of `wsd`; half the planned steps for the other schedules), and fixed from
+there: a machine that slows down after its first seconds (clocks, a data loader that
+falls behind) would otherwise overrun the budget: 2.1 s (3.6%) of 58.5 in
+time_to_quality-2026-12-08 (docs/LOG.md). The budget is also a hard limit: a run stops at
+the first step that ends at or past it, cutting short a decay that a later slow-down made
+too long.
+
+The plan is stored in the checkpoint, so a resumed run follows the plan it was saved with
+(fixed from then on: the resumed process's first steps compile again and would skew a
+measurement), and a raised time budget is re-planned from the same measurement (not from
+the speed of the machine the run resumes on). The learning-rate schedule follows
+step / horizon; the run stops at whichever budget comes first. No torch here.
 """
 from __future__ import annotations
 
@@ -21,9 +31,11 @@ class Plan:
     def __init__(self, cfg: TrainConfig, tokens_per_step: int, start_step: int, compiled: bool,
                  measured: dict | None = None):
         self.cfg, self.tokens_per_step = cfg, tokens_per_step
-        self.measured = measured  # {"sec_per_step", "at_step", "at_elapsed"} once made
+        # {"sec_per_step", "at_step", "at_elapsed", "fixed"} once made; a resumed plan is fixed
+        self.measured = None if measured is None else {**measured, "fixed": True}
         self.skip_until = start_step + (2 if compiled else 1)
         self.skip_elapsed: float | None = None
+        self.lap_ends: list[float] = []  # elapsed at the end of each step since the skipped ones
 
     def time_steps(self) -> int | None:
         if not (self.cfg.time_budget_s and self.measured):
@@ -46,18 +58,30 @@ class Plan:
         # plan can only shorten it, and a deterministic stand-in keeps resumes exact.
         return min(parts) if parts else None
 
-    def observe(self, step: int, elapsed: float) -> None:
-        """Called after each step: makes the time plan when the measurement window is full."""
-        if not self.cfg.time_budget_s or self.measured is not None:
-            return
+    def observe(self, step: int, elapsed: float) -> bool:
+        """Called after each step: makes the time plan when the measurement window is full,
+        then remakes it from the recent half of the steps until it is fixed. True when the plan was
+        made or fixed at this step (worth a line in the log)."""
+        if not self.cfg.time_budget_s or (self.measured is not None and self.measured["fixed"]):
+            return False
         if step == self.skip_until:
             self.skip_elapsed = elapsed
-        if self.skip_elapsed is None or step < self.skip_until + 2:
-            return
-        window = elapsed - self.skip_elapsed
-        if window >= min(0.05 * self.cfg.time_budget_s, 30.0) or elapsed >= self.cfg.time_budget_s:
-            self.measured = {"sec_per_step": window / (step - self.skip_until), "at_step": step,
-                             "at_elapsed": elapsed}
+        if self.skip_elapsed is None:
+            return False
+        self.lap_ends.append(elapsed)  # lap_ends[i]: elapsed at step skip_until + i
+        if step < self.skip_until + 2:
+            return False
+        first = self.measured is None
+        if first and elapsed - self.skip_elapsed < min(0.05 * self.cfg.time_budget_s, 30.0) \
+                and elapsed < self.cfg.time_budget_s:
+            return False
+        since = 0 if first else (step - self.skip_until) // 2  # later plans: the recent half
+        sec = (elapsed - self.lap_ends[since]) / (step - self.skip_until - since)
+        self.measured = {"sec_per_step": sec, "at_step": step, "at_elapsed": elapsed, "fixed": False}
+        h = self.time_steps()
+        decay_from = (1.0 - self.cfg.decay_fraction) * h if self.cfg.schedule == "wsd" else 0.5 * h
+        self.measured["fixed"] = step + 1 >= decay_from  # the next step's rate depends on the horizon
+        return first or self.measured["fixed"]
 
     def done(self, step: int, tokens: int, elapsed: float) -> bool:
         c = self.cfg
@@ -67,7 +91,7 @@ class Plan:
             return True
         if c.time_budget_s:
             t = self.time_steps()
-            return step >= t if t is not None else elapsed >= c.time_budget_s
+            return (t is not None and step >= t) or elapsed >= c.time_budget_s
         return False
 
     def progress(self, step: int, tokens: int, elapsed: float) -> float:

@@ -240,7 +240,10 @@ class Trainer:
             return False
         if cfg.time_budget_s and self.plan.measured is None:  # the time plan needs each step's time
             return False
-        if self.plan.done(n, self.state.tokens, self.state.elapsed):  # tokens: the pending step's are counted
+        # tokens: the pending step's are counted; its time is not known yet, so it is assumed
+        # to take the planned time (the budget is a hard limit: no step is queued past it)
+        ahead = self.plan.measured["sec_per_step"] if self.plan.measured else 0.0
+        if self.plan.done(n, self.state.tokens, self.state.elapsed + ahead):
             return False
         for every in (cfg.checkpoint_every, cfg.eval_every if self.val_shards else 0):
             if every and n % every == 0:
@@ -267,6 +270,8 @@ class Trainer:
         # behind the previous step; summed, the wall time of the steps
         dt = self.fake_dt or now - max(t0, self.lap or t0)
         self.lap = now
+        if rt.world > 1:  # one clock for all ranks: each rank's own would plan its own step count, and hang
+            dt = all_reduce_mean(torch.tensor([dt], dtype=torch.float64, device=rt.device), rt).item()
         if not r.finite:
             s.skipped += 1
             self.bad_in_row += 1
@@ -281,11 +286,11 @@ class Trainer:
         self.bad_in_row, self.loss_val = 0, r.loss
         s.step += 1
         s.elapsed += dt
-        if self.plan.measured is None:
-            self.plan.observe(s.step, s.elapsed)
-            if self.plan.measured is not None:
-                metrics.say(f"\ntime budget {cfg.time_budget_s:g} s at {self.plan.measured['sec_per_step']:.3g} "
-                            f"s/step (measured): {self.plan.horizon()} steps planned")
+        if self.plan.observe(s.step, s.elapsed):
+            m = self.plan.measured
+            metrics.say(f"\ntime budget {cfg.time_budget_s:g} s at {m['sec_per_step']:.3g} s/step (measured over "
+                        f"{m['at_step'] - self.plan.skip_until} steps): {self.plan.horizon()} steps planned"
+                        + (", fixed" if m["fixed"] else ""))
         tps = self.tokens_per_step / dt
         mfu = tps * self.fpt / self.peak if self.peak else None
         if mfu is not None and s.step > 3:
@@ -311,7 +316,9 @@ class Trainer:
 
     def run(self) -> TrainResult:
         cfg, rt, s, metrics = self.cfg, self.rt, self.state, self.metrics
-        self.fake_dt = float(os.environ.get("FMFORGE_STEP_SECONDS", 0))  # tests: a clock on which each step takes this
+        # tests: a clock on which each step takes this long (a comma-separated list: rank r's is item r)
+        fake = os.environ.get("FMFORGE_STEP_SECONDS", "0").split(",")
+        self.fake_dt = float(fake[min(rt.rank, len(fake) - 1)])
         self.task_eval = TaskEval.for_training(self.recipe, self.tokens_dir, rt.world)  # eval.every_steps: tasks
         self.model.train()
         self.bad_in_row, self.loss_val, self.val, self.lap = 0, float("nan"), None, None
@@ -345,6 +352,11 @@ class Trainer:
                 if pending is not None:  # read the previous step while this one runs on the device
                     self._finish(pending)
                 pending = launched
+        h = self.plan.horizon()
+        if cfg.time_budget_s and h and s.step < h and s.elapsed >= cfg.time_budget_s:
+            metrics.warn(f"\nstep {s.step}: the time budget ({cfg.time_budget_s:g} s) ran out {h - s.step} steps "
+                         "before the plan's end: steps got slower after the plan was fixed; the learning "
+                         "rate had not finished its decay")
         loss_val, val, mfu_seen = self.loss_val, self.val, self.mfu_seen
         metrics.progress(f"done: {s.step} steps, {s.tokens:,} tokens in {fmt_time(s.elapsed)}, "
                          f"final loss {loss_val:.4f}", final=True)
