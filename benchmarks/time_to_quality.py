@@ -393,8 +393,12 @@ def stats(values: list[float]) -> dict:
 
 
 def summary(runs: list[dict], chosen: dict) -> dict:
+    """The reported figures of one system: test and dev bits/byte, and the training time of the
+    same runs, with how many of them trained past the budget (a figure a reader should discount)."""
     return {"split": "test", **chosen, "test_bpb": stats([r["test"]["bpb"] for r in runs]),
-            "dev_bpb": stats([r["dev"]["bpb"] for r in runs]), "seeds": [r["seed"] for r in runs]}
+            "dev_bpb": stats([r["dev"]["bpb"] for r in runs]), "seeds": [r["seed"] for r in runs],
+            "train_s": stats([r["train_s"] for r in runs]),
+            "over_budget_runs": sum(bool(r.get("over_budget")) for r in runs)}
 
 
 def main() -> None:
@@ -505,7 +509,10 @@ def main() -> None:
             warm = warmups.pop(kw["system"], None)
             if warm is not None:
                 warm()
-            return {"role": role, **fn(*args)}
+            run = {"role": role, **fn(*args)}
+            if "train_s" in run:  # every system's, as the modded peer's own record already says
+                run["over_budget"] = run["train_s"] > a.budget
+            return run
         except Exception as e:  # one failing run must not lose the others' figures
             import traceback
 
