@@ -78,7 +78,7 @@ class Plan:
         since = 0 if first else (step - self.skip_until) // 2  # later plans: the recent half
         sec = (elapsed - self.lap_ends[since]) / (step - self.skip_until - since)
         self.measured = {"sec_per_step": sec, "at_step": step, "at_elapsed": elapsed, "fixed": False}
-        h = self.time_steps()
+        h = self.horizon()  # the schedule's: a step or token budget may be the shorter
         decay_from = (1.0 - self.cfg.decay_fraction) * h if self.cfg.schedule == "wsd" else 0.5 * h
         self.measured["fixed"] = step + 1 >= decay_from  # the next step's rate depends on the horizon
         return first or self.measured["fixed"]
