@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
@@ -203,6 +204,19 @@ class ModelConfig(Section):
     # each block of the last n_layers//2 first adds w·(its mirror block's output), w learned
     # (init 1); an odd middle block does neither. Not exportable to HF/GGUF.
     unet_skips: bool = False
+
+    # Fields added after runs were made, each with the value that means "as before". At that value
+    # a field is left out of the dump (model.json, checkpoints, the run identity and the train
+    # stage's hash), so a run made before the field existed stays up to date and resumes.
+    ABSENT_MEANS: ClassVar[dict[str, Any]] = {"value_embeds": 0, "unet_skips": False}
+
+    @model_serializer(mode="wrap")
+    def _omit_fields_at_their_old_meaning(self, handler):
+        out = handler(self)
+        for name, old in self.ABSENT_MEANS.items():
+            if name in out and getattr(self, name) == old:
+                del out[name]
+        return out
 
     @model_validator(mode="after")
     def _shapes(self) -> "ModelConfig":

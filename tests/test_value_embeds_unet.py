@@ -248,6 +248,22 @@ def test_both_off_is_the_model_of_before():
     assert torch.allclose(out.double(), _by_hand(m, torch.arange(10)[None] * 7 % 61, {}, {}), atol=1e-5)
 
 
+def test_runs_from_before_the_fields_keep_their_identity():
+    """Off, the fields are left out of every dump (model.json, checkpoints, run identity, the train
+    stage's hash): a run trained before they existed is up to date and resumes."""
+    from fmforge.pipeline import stage_settings
+    from fmforge.train.identity import run_identity
+
+    old = ["preset", "vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "context_length",
+           "rope_base", "norm_eps", "tie_embeddings", "qk_norm", "init_std", "zero_init_out", "logit_softcap"]
+    r = load_recipe("h200-60s", ["model.value_embeds=0", "model.unet_skips=false"])
+    assert list(r.model.model_dump()) == old
+    assert list(run_identity(r, "t")["model"]) == old and list(stage_settings(r, "train")["model"]) == old
+    on = ModelConfig(vocab_size=V, n_layers=4, value_embeds=2, unet_skips=True)
+    assert list(on.model_dump(mode="json")) == old + ["value_embeds", "unet_skips"]
+    assert ModelConfig.model_validate_json(on.model_dump_json()) == on
+
+
 def test_too_many_tables_is_an_error_naming_the_field():
     with pytest.raises(ValueError, match=r"model\.value_embeds: 2 tables .* 2\*value_embeds <= model\.n_layers"):
         ModelConfig(vocab_size=V, n_layers=3, value_embeds=2)
