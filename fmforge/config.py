@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
@@ -194,6 +195,28 @@ class ModelConfig(Section):
     # and every use of the model (eval, serve). None: off. Llama/Qwen3 formats cannot express it,
     # so such a model is not exported to HF or GGUF.
     logit_softcap: Optional[float] = Field(None, gt=0)
+    # Value embeddings (modded-nanogpt): k extra token tables of width n_kv_heads*head_dim; table
+    # i is mixed into the attention values of layer i and of layer n_layers-k+i (the first and
+    # last k layers share them): v' = a·v + b·table[token], a and b learned per layer. A token's
+    # identity reaches the values of deep layers directly. 0: off. Not exportable to HF/GGUF.
+    value_embeds: int = Field(0, ge=0)
+    # U-net skips (modded-nanogpt): the outputs of the first n_layers//2 blocks are kept, and
+    # each block of the last n_layers//2 first adds w·(its mirror block's output), w learned
+    # (init 1); an odd middle block does neither. Not exportable to HF/GGUF.
+    unet_skips: bool = False
+
+    # Fields added after runs were made, each with the value that means "as before". At that value
+    # a field is left out of the dump (model.json, checkpoints, the run identity and the train
+    # stage's hash), so a run made before the field existed stays up to date and resumes.
+    ABSENT_MEANS: ClassVar[dict[str, Any]] = {"value_embeds": 0, "unet_skips": False}
+
+    @model_serializer(mode="wrap")
+    def _omit_fields_at_their_old_meaning(self, handler):
+        out = handler(self)
+        for name, old in self.ABSENT_MEANS.items():
+            if name in out and getattr(self, name) == old:
+                del out[name]
+        return out
 
     @model_validator(mode="after")
     def _shapes(self) -> "ModelConfig":
@@ -209,6 +232,11 @@ class ModelConfig(Section):
         if self.n_heads % kv:
             raise ValueError(
                 f"model.n_kv_heads must divide model.n_heads (got {self.n_heads} and {kv})"
+            )
+        if 2 * self.value_embeds > self.n_layers:
+            raise ValueError(
+                f"model.value_embeds: {self.value_embeds} tables serve the first and the last {self.value_embeds} "
+                f"layers, which needs 2*value_embeds <= model.n_layers (got n_layers {self.n_layers})"
             )
         return self
 

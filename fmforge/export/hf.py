@@ -31,6 +31,14 @@ def refuse_unexportable(cfg: ModelConfig, fmt: str) -> None:
         raise UserError(f"model.logit_softcap={cfg.logit_softcap:g}: {fmt}'s Llama/Qwen3 models have no logit "
                         "soft-capping, so the exported model would give other outputs; not exported. Serve it "
                         "with `fmforge serve`, or train without model.logit_softcap")
+    if cfg.value_embeds:
+        raise UserError(f"model.value_embeds={cfg.value_embeds}: {fmt}'s Llama/Qwen3 models have no value "
+                        "embeddings, so the exported model would give other outputs; not exported. Serve it "
+                        "with `fmforge serve`, or train without model.value_embeds")
+    if cfg.unet_skips:
+        raise UserError(f"model.unet_skips=true: {fmt}'s Llama/Qwen3 models have no skip connections between "
+                        "blocks, so the exported model would give other outputs; not exported. Serve it "
+                        "with `fmforge serve`, or train without model.unet_skips")
 
 
 def hf_config(cfg: ModelConfig, bos_id: int | None, eos_id: int | None) -> dict:

@@ -17,17 +17,23 @@ class ParamCount:
     per_layer: int
     n_layers: int
     final_norm: int
+    # model.value_embeds' tables: lookup tables like the input embedding, so not in non_embedding
+    value_embeds: int = 0
+    # value-embedding mixes and U-net skip weights, on some layers only (so not in per_layer);
+    # counted with the weights as the norm gains are
+    scalars: int = 0
 
     @property
     def total(self) -> int:
-        return self.embedding + self.lm_head + self.per_layer * self.n_layers + self.final_norm
+        return (self.embedding + self.lm_head + self.per_layer * self.n_layers + self.final_norm
+                + self.value_embeds + self.scalars)
 
     @property
     def non_embedding(self) -> int:
         """Weights that take part in matmuls: all but the input lookup table (the
         tied/untied output head counts, as in nanoGPT's and PaLM's accounting)."""
         head = self.lm_head if self.lm_head else self.embedding
-        return head + self.per_layer * self.n_layers + self.final_norm
+        return head + self.per_layer * self.n_layers + self.final_norm + self.scalars
 
 
 def count_params(cfg: ModelConfig, vocab_size: int | None = None) -> ParamCount:
@@ -44,6 +50,9 @@ def count_params(cfg: ModelConfig, vocab_size: int | None = None) -> ParamCount:
         per_layer=attn + mlp + norms,
         n_layers=cfg.n_layers,
         final_norm=d,
+        value_embeds=cfg.value_embeds * v * cfg.kv_heads * hd,
+        # two mixes (a, b) per layer with a table (2k layers), one weight per U-net receiving layer
+        scalars=2 * 2 * cfg.value_embeds + (cfg.n_layers // 2 if cfg.unet_skips else 0),
     )
 
 

@@ -45,8 +45,15 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return out.type_as(x)
 
 
+def mix_values(v: torch.Tensor, ve: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """a·v + b·ve, (a, b) = mix: a layer's values with its value embedding (model.value_embeds),
+    both (B, T, kv·hd). In v's dtype: under autocast v is bf16 where the table and mix are fp32,
+    and attention wants q, k and v alike."""
+    return (mix[0] * v + mix[1] * ve).to(v.dtype)
+
+
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, value_embed: bool = False):
         super().__init__()
         self.n_heads, self.n_kv, self.hd = cfg.n_heads, cfg.kv_heads, cfg.head_dim
         # q, k and v projections in one matmul: one wide GEMM runs closer to peak than three
@@ -54,12 +61,18 @@ class Attention(nn.Module):
         self.wo = nn.Linear(self.n_heads * self.hd, cfg.d_model, bias=False)
         self.q_norm = RMSNorm(self.hd, cfg.norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(self.hd, cfg.norm_eps) if cfg.qk_norm else None
+        # (a, b) of mix_values, only in a layer given a value-embedding table. A vector of two,
+        # not two 0-dim scalars: fused/foreach optimizers and FSDP's dim-0 sharding take 1-D.
+        self.ve_mix = nn.Parameter(torch.empty(2)) if value_embed else None
 
-    def qkv(self, x, cos, sin):
+    def qkv(self, x, cos, sin, ve=None):
         """Queries, keys and values (B, heads, T, hd), normed and rotated: what attention
-        and a KV cache (fmforge.serve.engine) both start from."""
+        and a KV cache (fmforge.serve.engine) both start from. `ve`: this layer's value
+        embedding of the same tokens (B, T, kv·hd), mixed into the values."""
         b, t, _ = x.shape
         q, k, v = self.wqkv(x).split([self.n_heads * self.hd, self.n_kv * self.hd, self.n_kv * self.hd], dim=-1)
+        if ve is not None:
+            v = mix_values(v, ve, self.ve_mix)
         q = q.view(b, t, self.n_heads, self.hd)
         k = k.view(b, t, self.n_kv, self.hd)
         if self.q_norm is not None:
@@ -72,9 +85,9 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         return q.transpose(1, 2), k.transpose(1, 2), v.view(b, t, self.n_kv, self.hd).transpose(1, 2)
 
-    def forward(self, x, cos, sin, cache=None):
+    def forward(self, x, cos, sin, cache=None, ve=None):
         b, t, _ = x.shape
-        q, k, v = self.qkv(x, cos, sin)
+        q, k, v = self.qkv(x, cos, sin, ve)
         gqa = self.n_kv != self.n_heads
         if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
@@ -99,15 +112,20 @@ class SwiGLU(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, value_embed: bool = False, takes_skip: bool = False):
         super().__init__()
         self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.attn = Attention(cfg)
+        self.attn = Attention(cfg, value_embed)
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = SwiGLU(cfg)
+        # model.unet_skips: the weight of the mirror block's output this block adds to its input.
+        # Here, not in the Transformer, so the add runs inside the block's compiled graph.
+        self.skip_weight = nn.Parameter(torch.empty(1)) if takes_skip else None
 
-    def forward(self, x, cos, sin, cache=None):
-        x = x + self.attn(self.attn_norm(x), cos, sin, cache)
+    def forward(self, x, cos, sin, cache=None, ve=None, skip=None):
+        if skip is not None:
+            x = x + self.skip_weight * skip
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache, ve)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -118,7 +136,12 @@ class Transformer(nn.Module):
             raise ValueError("model.vocab_size must be set before building the model")
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(Block(cfg, self.table_of(i) is not None, self.takes_skip(i))
+                                    for i in range(cfg.n_layers))
+        # model.value_embeds: "embed" in the name puts them with the embedding in the optimizer
+        # (AdamW, no weight decay; fmforge.train.optim, muon). None when off: no state_dict key.
+        self.value_embeds = nn.ModuleList(nn.Embedding(cfg.vocab_size, cfg.kv_heads * cfg.head_dim)
+                                          for _ in range(cfg.value_embeds)) if cfg.value_embeds else None
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         cos, sin = rope_tables(cfg.head_dim, cfg.context_length, cfg.rope_base)
@@ -130,8 +153,19 @@ class Transformer(nn.Module):
     def reset_parameters(self) -> None:
         std = self.cfg.init_std
         for name, p in self.named_parameters():
-            if p.dim() == 1:
-                p.fill_(1.0)  # norm gains
+            if name.endswith("ve_mix"):
+                # a = b = 0.5, as modded-nanogpt: both terms get a gradient from the first step
+                # (b = 0 would leave the tables' gradient at zero until b moved), and with the
+                # table at v's RMS (below) the mix starts at ~0.7x that RMS (two independent
+                # halves), where a = b = 1 would start at 1.4x.
+                p.fill_(0.5)
+            elif p.dim() == 1:
+                p.fill_(1.0)  # norm gains; U-net skip weights (each skip starts fully on)
+            elif name.startswith("value_embeds."):
+                # The RMS v has at init: v is an init_std-normal matrix times a unit-RMS normed
+                # vector. At the embedding's init_std the tables would start sqrt(d_model) times
+                # smaller than v (23x at d 512) and take hundreds of AdamW steps to matter.
+                nn.init.normal_(p, std=std * math.sqrt(self.cfg.d_model))
             elif self.cfg.zero_init_out and name.endswith(("wo.weight", "w2.weight", "lm_head.weight")):
                 p.zero_()
             elif name.endswith(("wo.weight", "w2.weight")):
@@ -142,6 +176,23 @@ class Transformer(nn.Module):
         cos, sin = rope_tables(self.cfg.head_dim, self.cfg.context_length, self.cfg.rope_base, self.rope_cos.device)
         self.rope_cos.copy_(cos)
         self.rope_sin.copy_(sin)
+
+    def table_of(self, i: int) -> int | None:
+        """The value-embedding table layer i mixes in: table j serves layers j and n-k+j."""
+        k, n = self.cfg.value_embeds, self.cfg.n_layers
+        return i if i < k else i - (n - k) if i >= n - k else None
+
+    def takes_skip(self, i: int) -> bool:
+        """model.unet_skips: layer i is one of the last n//2, so it adds its mirror's output."""
+        return self.cfg.unet_skips and i >= self.cfg.n_layers - self.cfg.n_layers // 2
+
+    def saves_skip(self, i: int) -> bool:
+        """model.unet_skips: layer i is one of the first n//2, so its output is kept for its mirror."""
+        return self.cfg.unet_skips and i < self.cfg.n_layers // 2
+
+    def value_embeddings(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """Each value-embedding table's rows for these token ids ([] when off)."""
+        return [] if self.value_embeds is None else [e(idx) for e in self.value_embeds]
 
     def output_weight(self) -> torch.Tensor:
         return self.embed.weight if self.lm_head is None else self.lm_head.weight
@@ -158,8 +209,14 @@ class Transformer(nn.Module):
             raise ValueError(f"sequence of {start + t} tokens exceeds model.context_length {self.cfg.context_length}")
         cos, sin = self.rope_cos[start : start + t], self.rope_sin[start : start + t]
         x = self.embed(idx)
+        ves = self.value_embeddings(idx)  # of the tokens at these positions, also when decoding
+        skips = []  # U-net: a stack, so block n-1-i gets block i's output
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, None if caches is None else caches[i])
+            j = self.table_of(i)
+            x = layer(x, cos, sin, None if caches is None else caches[i], None if j is None else ves[j],
+                      skips.pop() if self.takes_skip(i) else None)
+            if self.saves_skip(i):
+                skips.append(x)
         return self.norm(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"):

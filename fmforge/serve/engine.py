@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fmforge.model.transformer import Transformer, apply_rope
+from fmforge.model.transformer import Transformer, apply_rope, mix_values
 
 LEN_BUCKET = 256
 
@@ -39,11 +39,14 @@ class SlotCache:
         self.slots, self.max_len = slots, max_len
 
 
-def _qkv(x, cos, sin, w_norm, w_qkv, w_qn, w_kn, eps: float, nh: int, nkv: int, hd: int):
-    """Normed, rotated q and k and v (B, heads, T, hd) of one block: Attention.qkv's math."""
+def _qkv(x, cos, sin, w_norm, w_qkv, w_qn, w_kn, eps: float, nh: int, nkv: int, hd: int, ve=None, w_mix=None):
+    """Normed, rotated q and k and v (B, heads, T, hd) of one block: Attention.qkv's math
+    (`ve`, `w_mix`: the layer's value embedding of these tokens and its mix, or None)."""
     h = F.rms_norm(x, (x.shape[-1],), w_norm, eps)
     b, t, _ = h.shape
     q, k, v = F.linear(h, w_qkv).split([nh * hd, nkv * hd, nkv * hd], dim=-1)
+    if ve is not None:
+        v = mix_values(v, ve, w_mix)
     q = q.view(b, t, nh, hd).transpose(1, 2)
     k = k.view(b, t, nkv, hd).transpose(1, 2)
     v = v.view(b, t, nkv, hd).transpose(1, 2)
@@ -97,6 +100,11 @@ class Engine:
                         None if b.attn.k_norm is None else b.attn.k_norm.weight,
                         b.attn.wo.weight, b.mlp_norm.weight, b.mlp.w13.weight, b.mlp.w2.weight)
                        for b in model.layers]
+        # model.value_embeds and model.unet_skips, per layer: (value-embedding table index or
+        # None, its mix, the U-net skip weight it adds its mirror's output with or None, whether
+        # its output is kept for its mirror); all None/False for a model without them
+        self.extras = [(model.table_of(i), b.attn.ve_mix, b.skip_weight, model.saves_skip(i))
+                       for i, b in enumerate(model.layers)]
         if compile not in (False, True, "step", "pieces"):
             raise ValueError(f"compile={compile!r}: expected False, True, 'step' or 'pieces'")
         self.qkv_fn, self.attend_fn, self.out_fn = _qkv, _attend_one, _out_mlp
@@ -131,13 +139,20 @@ class Engine:
         sl = torch.tensor(slots, device=self.device)[:, None].expand(m, t)
         cos, sin = self.model.rope_cos[:t], self.model.rope_sin[:t]
         x = self.model.embed(idx)
+        ves, skips = self.model.value_embeddings(idx), []
         for li, (wn, wqkv, wqn, wkn, wo, wmn, w13, w2) in enumerate(self.layers):
-            q, k, v = _qkv(x, cos, sin, wn, wqkv, wqn, wkn, self.eps, self.nh, self.nkv, self.hd)
+            table, w_mix, w_skip, saves = self.extras[li]
+            if w_skip is not None:
+                x = x + w_skip * skips.pop()
+            q, k, v = _qkv(x, cos, sin, wn, wqkv, wqn, wkn, self.eps, self.nh, self.nkv, self.hd,
+                           None if table is None else ves[table], w_mix)
             self.cache.k[li][sl, :, pos[None].expand(m, t)] = k.transpose(1, 2)
             self.cache.v[li][sl, :, pos[None].expand(m, t)] = v.transpose(1, 2)
             # causal attention over the prompt itself: right padding never reaches a real token
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.nkv != self.nh)
             x = _out_mlp(x, y, wo, wmn, w13, w2, self.eps)
+            if saves:
+                skips.append(x)
         out = []
         for i, p in enumerate(prompts):
             h = x[i, : len(p)] if all_logits[i] else x[i, len(p) - 1 : len(p)]
@@ -152,13 +167,20 @@ class Engine:
         mask = self._ar[None, :length] <= pos[:, None]
         rows = self._ar[:b]
         x = self.model.embed(tok[:, None])
+        ves, skips = self.model.value_embeddings(tok[:, None]), []
         for li, (wn, wqkv, wqn, wkn, wo, wmn, w13, w2) in enumerate(self.layers):
-            q, k, v = self.qkv_fn(x, cos, sin, wn, wqkv, wqn, wkn, self.eps, self.nh, self.nkv, self.hd)
+            table, w_mix, w_skip, saves = self.extras[li]
+            if w_skip is not None:
+                x = x + w_skip * skips.pop()
+            q, k, v = self.qkv_fn(x, cos, sin, wn, wqkv, wqn, wkn, self.eps, self.nh, self.nkv, self.hd,
+                                  None if table is None else ves[table], w_mix)
             kc, vc = self.cache.k[li], self.cache.v[li]
             kc[rows, :, pos] = k[:, :, 0]
             vc[rows, :, pos] = v[:, :, 0]
             y = self.attend_fn(q, kc[:b, :, :length], vc[:b, :, :length], mask)
             x = self.out_fn(x, y, wo, wmn, w13, w2, self.eps)
+            if saves:
+                skips.append(x)
         return self.model.logits(self.model.norm(x[:, 0]))
 
     def shape_for(self, n: int, top: int) -> tuple[int, int]:

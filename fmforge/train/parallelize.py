@@ -127,6 +127,12 @@ def parallelize(model: torch.nn.Module, rt: Runtime, activation_checkpointing: b
         # Each block on its own: they share one compiled graph, so compilation takes
         # seconds, not the minutes of a whole-model compile. The loss head apart, so that
         # the fp32 logits stay inside fused kernels.
+        # With model.value_embeds and unet_skips the blocks are of up to four kinds (a table or
+        # not, a skip or not), each compiled apart for training, for no-grad eval and for other
+        # lengths: past dynamo's default limit of 8 graphs, after which the rest ran eager.
+        for knob in ("recompile_limit", "cache_size_limit"):
+            if hasattr(torch._dynamo.config, knob):
+                setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), 32))
         for block in model.layers:
             block.compile()
         model.loss_head = torch.compile(model.loss_head)
