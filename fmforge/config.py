@@ -211,8 +211,10 @@ class ModelConfig(Section):
     ABSENT_MEANS: ClassVar[dict[str, Any]] = {"value_embeds": 0, "unet_skips": False}
 
     @model_serializer(mode="wrap")
-    def _omit_fields_at_their_old_meaning(self, handler):
+    def _omit_fields_at_their_old_meaning(self, handler, info):
         out = handler(self)
+        if (info.context or {}).get("every_field"):  # `fmforge config show`: a user sees every option
+            return out
         for name, old in self.ABSENT_MEANS.items():
             if name in out and getattr(self, name) == old:
                 del out[name]
@@ -637,4 +639,4 @@ def _with_preset(data: dict, path: Path) -> dict:
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:
-    return yaml.safe_dump(json.loads(recipe.model_dump_json()), sort_keys=False)
+    return yaml.safe_dump(json.loads(recipe.model_dump_json(context={"every_field": True})), sort_keys=False)

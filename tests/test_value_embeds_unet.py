@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from fmforge.config import ModelConfig, TrainConfig, load_recipe
 from fmforge.errors import UserError
@@ -333,3 +334,16 @@ def test_fsdp_and_ddp_on_two_ranks_match_one_process_and_resume(corpus_dir, tmp_
     shutil.rmtree(tmp_path / "at1" / "checkpoints" / "step-00000008")
     (tmp_path / "at1" / "model.safetensors").unlink()
     assert train(tmp_path / "at1", 1, "--resume") == pytest.approx(ref, rel=1e-5)
+
+
+def test_config_show_lists_the_fields_also_when_off():
+    """`fmforge config show` is where a user finds every option: the fields left out of the run's
+    dumps while off are still shown there, with their off values."""
+    from typer.testing import CliRunner
+
+    from fmforge.cli import app
+
+    r = CliRunner().invoke(app, ["config", "show", "--recipe", "h200-60s"])
+    assert r.exit_code == 0, r.output
+    model = yaml.safe_load(r.output)["model"]
+    assert model["value_embeds"] == 0 and model["unet_skips"] is False
