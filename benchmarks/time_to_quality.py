@@ -72,7 +72,7 @@ SPLITS = ("dev", "test")
 # --tiny: a data subset, a small vocabulary and model shapes a CPU trains in a second
 TINY = {"book_parts": 60, "wiki_docs": 140, "part_chars": 2048, "vocab": 512, "budget": 1.5,
         "nanogpt": {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 64, "batch": 4, "warmup": 2, "sync": 2},
-        "fmforge": ["model.d_model=64", "model.n_layers=2", "model.n_heads=2", "model.n_kv_heads=null",
+        "fmforge": ["model.d_model=64", "model.n_layers=4", "model.n_heads=2", "model.n_kv_heads=null",
                     "model.ffn_dim=128", "model.context_length=64", "train.micro_batch=4",
                     "train.global_batch_tokens=null", "train.max_steps=null", "train.max_tokens=null",
                     "train.warmup_steps=2", "train.eval_every=0", "train.checkpoint_every_s=0"]}

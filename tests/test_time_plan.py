@@ -39,10 +39,20 @@ def test_a_run_that_slows_down_is_replanned_and_ends_inside_its_budget():
 def test_the_budget_is_a_hard_limit_when_the_machine_slows_after_the_plan_is_fixed():
     cfg = TrainConfig(time_budget_s=10.0, schedule="wsd", decay_fraction=0.4, max_steps=None)
     # 0.05 s steps: 1 + (n - 1)·0.05 = 10 at n = 181, fixed at 60% of it; from step 150 each step
-    # takes 0.5 s: 1 + 148·0.05 = 8.4 s at step 149, then 8.9, 9.4, 9.9, 10.4 at step 153: it stops there
+    # takes 0.5 s: 1 + 148·0.05 = 8.4 s at step 149, then 8.9, 9.4, 9.9 (+0.05 planned: still
+    # inside), 10.4 at step 153: it stops there
     plan, steps, elapsed = run(cfg, lambda s: 1.0 if s == 1 else 0.05 if s < 150 else 0.5)
     assert plan.horizon() == 181 and plan.measured["fixed"]
     assert steps == 153 and elapsed == pytest.approx(10.4)
+
+
+def test_no_step_is_started_that_would_end_past_the_budget():
+    cfg = TrainConfig(time_budget_s=10.0, schedule="wsd", decay_fraction=0.4, max_steps=None)
+    # fixed at 0.05 s a step (181 planned); from step 150 steps take 0.06 s: 8.4 s at step 149, then
+    # 8.4 + 0.06·j. Step 175 ends at 9.96 s; one more would end at 9.96 + 0.05 > 10 by the plan's
+    # step time, so none is started (stopping only at or past 10 s, it would end at 10.02 s)
+    plan, steps, elapsed = run(cfg, lambda s: 1.0 if s == 1 else 0.05 if s < 150 else 0.06)
+    assert plan.horizon() == 181 and steps == 175 and elapsed == pytest.approx(9.96)
 
 
 @pytest.mark.parametrize("schedule, fixed_from", [("cosine", 0.5), ("constant", 0.5), ("wsd", 0.8)])

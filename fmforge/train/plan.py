@@ -10,9 +10,10 @@ the coming steps best), until the learning rate starts to decay (the
 decay phase of `wsd`; half the planned steps for the other schedules), and fixed from
 there: a machine that slows down after its first seconds (clocks, a data loader that
 falls behind) would otherwise overrun the budget: 2.1 s (3.6%) of 58.5 in
-time_to_quality-2026-12-08 (docs/LOG.md). The budget is also a hard limit: a run stops at
-the first step that ends at or past it, cutting short a decay that a later slow-down made
-too long.
+time_to_quality-2026-12-07-3 (docs/LOG.md). The budget is also a hard limit: no step is
+started that the measured step time says would end past it, and a run whose steps got
+slower after the plan was fixed stops at the first one that ends past it, cutting short
+its decay.
 
 The plan is stored in the checkpoint, so a resumed run follows the plan it was saved with
 (fixed from then on: the resumed process's first steps compile again and would skew a
@@ -90,8 +91,12 @@ class Plan:
         if c.max_tokens and tokens >= c.max_tokens:
             return True
         if c.time_budget_s:
-            t = self.time_steps()
-            return (t is not None and step >= t) or elapsed >= c.time_budget_s
+            if self.measured is None:
+                return elapsed >= c.time_budget_s
+            # the plan, and the hard limit: no step that the measured step time would end past
+            # the budget is started (1e-9: a clock summed in floats may land a hair past it)
+            next_end = elapsed + self.measured["sec_per_step"]
+            return step >= self.time_steps() or next_end > c.time_budget_s * (1 + 1e-9)
         return False
 
     def progress(self, step: int, tokens: int, elapsed: float) -> float:

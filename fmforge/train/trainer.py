@@ -353,7 +353,7 @@ class Trainer:
                     self._finish(pending)
                 pending = launched
         h = self.plan.horizon()
-        if cfg.time_budget_s and h and s.step < h and s.elapsed >= cfg.time_budget_s:
+        if cfg.time_budget_s and h and s.step < h:  # the hard limit ended it before the plan did
             metrics.warn(f"\nstep {s.step}: the time budget ({cfg.time_budget_s:g} s) ran out {h - s.step} steps "
                          "before the plan's end: steps got slower after the plan was fixed; the learning "
                          "rate had not finished its decay")
