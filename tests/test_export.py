@@ -140,3 +140,23 @@ def test_model_card_of_a_run(small_recipe, tmp_path):
     ev = json.loads((run / "eval" / "stage.json").read_text())["summary"]
     assert rows["val loss (nats/token)"] == f"{ev['val_loss']:.4f}" and rows["cost"].endswith("device-h, $—")
     assert rows["tokenizer vocab"] == "512" and "val bits/byte (model)" in rows
+
+
+@pytest.mark.parametrize("over, field", [(dict(logit_softcap=2.0), "model.logit_softcap=2"),
+                                         (dict(value_embeds=1), "model.value_embeds=1"),
+                                         (dict(unet_skips=True), "model.unet_skips=true")])
+def test_hf_and_gguf_export_refuse_what_the_formats_cannot_express(tmp_path, over, field):
+    """Llama/Qwen3 (HF, GGUF) have no logit soft-cap, value embeddings or U-net skips: such a
+    model is refused before anything is written, never exported as another model."""
+    from fmforge.export.gguf_file import write_gguf
+
+    torch.manual_seed(0)
+    m = Transformer(ModelConfig(vocab_size=97, d_model=32, n_layers=2, n_heads=4, context_length=16, **over))
+    mdir = tmp_path / "train"
+    mdir.mkdir()
+    save_model(m.state_dict(), m.cfg, mdir)
+    with pytest.raises(UserError, match=f"{field}: Hugging Face"):
+        export_hf(mdir, tmp_path / "hf")
+    with pytest.raises(UserError, match=f"{field}: GGUF"):
+        write_gguf(mdir, tmp_path / "tokenizer.json", tmp_path / "m.gguf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train"]

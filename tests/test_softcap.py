@@ -58,21 +58,6 @@ def test_serving_and_eval_score_with_the_capped_logits():
     assert ll == pytest.approx(want, abs=1e-4)
 
 
-def test_hf_and_gguf_export_refuse_a_capped_model_and_write_nothing(tmp_path):
-    from fmforge.export.gguf_file import write_gguf
-    from fmforge.export.writer import export_hf
-
-    m = _model()
-    mdir = tmp_path / "train"
-    mdir.mkdir()
-    save_model(m.state_dict(), m.cfg, mdir)
-    with pytest.raises(UserError, match=r"model.logit_softcap=2: Hugging Face"):
-        export_hf(mdir, tmp_path / "hf")
-    with pytest.raises(UserError, match=r"model.logit_softcap=2: GGUF"):
-        write_gguf(mdir, tmp_path / "tokenizer.json", tmp_path / "m.gguf")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["train"]
-
-
 def test_gguf_cli_refuses_a_capped_model_before_asking_for_its_tokenizer(tmp_path):
     """The soft-cap is why no GGUF can be written; asking first for a tokenizer the user then
     finds would only lead to that refusal."""

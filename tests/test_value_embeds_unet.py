@@ -275,23 +275,6 @@ def test_too_many_tables_is_an_error_naming_the_field():
     assert ModelConfig(vocab_size=V, n_layers=4, value_embeds=2).value_embeds == 2  # 2k = n is fine
 
 
-@pytest.mark.parametrize("over, field", [(dict(value_embeds=1), "model.value_embeds=1"),
-                                         (dict(unet_skips=True), "model.unet_skips=true")])
-def test_hf_and_gguf_export_refuse_and_write_nothing(tmp_path, over, field):
-    from fmforge.export.gguf_file import write_gguf
-    from fmforge.export.writer import export_hf
-
-    m = _model(n_layers=2, **over)
-    mdir = tmp_path / "train"
-    mdir.mkdir()
-    save_model(m.state_dict(), m.cfg, mdir)
-    with pytest.raises(UserError, match=f"{field}: Hugging Face"):
-        export_hf(mdir, tmp_path / "hf")
-    with pytest.raises(UserError, match=f"{field}: GGUF"):
-        write_gguf(mdir, tmp_path / "tokenizer.json", tmp_path / "m.gguf")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["train"]
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_fsdp_and_ddp_on_two_ranks_match_one_process_and_resume(corpus_dir, tmp_path):
