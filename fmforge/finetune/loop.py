@@ -32,6 +32,7 @@ from fmforge.config import FinetuneConfig, TrainConfig
 from fmforge.finetune.checkpoint import Checkpoints
 from fmforge.finetune.data import IGNORE, Example, batches
 from fmforge.train.metrics import truncate_metrics
+from fmforge.train.step import to_device
 
 
 @dataclass
@@ -88,7 +89,7 @@ def collate(examples: list[Example], pad_id: int, device: torch.device) -> dict:
         out["position_ids"] = pos
     else:
         out["attention_mask"] = mask
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in out.items()}
+    return {k: to_device(v, torch.device(device)) if torch.is_tensor(v) else v for k, v in out.items()}
 
 
 def loss_sum(model, batch: dict, rt: Runtime, n_virtual: int = 0, accuracy: bool = False):

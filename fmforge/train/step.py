@@ -30,6 +30,17 @@ def accumulation(global_batch_tokens: int | None, micro_batch: int, seq: int, wo
     return global_batch_tokens // per_micro
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU batch on `device` without making the host wait for the GPU. From pageable memory
+    the CUDA driver stages the copy and may first wait for the stream to drain (the CUDA
+    runtime's "API synchronization behavior"): the host would stall until the step before had
+    run, and the GPU would then idle while the host queued the next one. From pinned memory
+    (torch's caching host allocator, reused once the copy is done) the copy is only queued."""
+    if device.type == "cuda" and t.device.type == "cpu":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 @dataclass
 class StepResult:
     loss: float  # mean over the global batch, the same on every rank
@@ -57,7 +68,7 @@ class TrainStep:
         total = torch.zeros((), device=rt.device)
         for i in range(self.accum):
             x, y = next_batch()
-            x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
+            x, y = to_device(x, rt.device), to_device(y, rt.device)
             with gradient_sync(model, rt, sync=i == self.accum - 1):
                 with rt.autocast():
                     loss = model(x, y)
