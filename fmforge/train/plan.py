@@ -6,11 +6,10 @@ skipped, as it compiles and warms caches; then, once at least two more steps and
 min(5% of the budget, 30 s) have been measured, the remaining time divided by the
 measured seconds per step gives the planned steps. The plan is then remade after every
 step from the more recent half of the steps measured so far (the recent speed predicts
-the coming steps best), until the learning rate starts to decay (the
-decay phase of `wsd`; half the planned steps for the other schedules), and fixed from
-there: a machine that slows down after its first seconds (clocks, a data loader that
-falls behind) would otherwise overrun the budget: 2.1 s (3.6%) of 58.5 in
-time_to_quality-2026-12-07-3 (docs/LOG.md). The budget is also a hard limit: no step is
+the coming steps best), until the learning rate starts to decay (the decay phase of
+`wsd`; half the planned steps for the other schedules), and fixed from there. Made once
+from the first seconds, it overran a 58.5 s budget by 2.1 s (3.6%) on a machine whose
+steps then got slower (time_to_quality-2026-12-07-3, docs/LOG.md). The budget is also a hard limit: no step is
 started that the measured step time says would end past it, and a run whose steps got
 slower after the plan was fixed stops at the first one that ends past it, cutting short
 its decay.
