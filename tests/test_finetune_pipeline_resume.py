@@ -31,9 +31,13 @@ import signal, sys, time
 from fmforge.finetune import checkpoint as ck
 real = ck.Checkpoints.save
 def save(self, model, opt, progress, device):
+    # the loop's handler, read before the checkpoint's COMPLETE marker exists: the test signals as
+    # soon as it sees the marker, and the handler restores the old one when signalled (read after
+    # the save, a signal in between left this waiting on the restored one until the deadline)
+    handler = signal.getsignal(signal.SIGTERM)
     path = real(self, model, opt, progress, device)
-    if progress["step"] == 2:  # the loop's handler is installed; it restores the old one when signalled
-        handler, deadline = signal.getsignal(signal.SIGTERM), time.monotonic() + 120
+    if progress["step"] == 2:
+        deadline = time.monotonic() + 60
         while signal.getsignal(signal.SIGTERM) is handler and time.monotonic() < deadline:
             time.sleep(0.01)
     return path
