@@ -24,21 +24,21 @@ SHARD_BYTES = 2 * 1024**3  # above this, model.safetensors is split into shards 
 SUPPORTED = {"LlamaForCausalLM": "llama", "Qwen3ForCausalLM": "qwen3", "MistralForCausalLM": "mistral"}
 
 
+# model options Llama/Qwen3 cannot express: (field, how its value is written, what those models lack)
+UNEXPORTABLE = [("logit_softcap", lambda v: f"{v:g}", "logit soft-capping"),
+                ("value_embeds", str, "value embeddings"),
+                ("unet_skips", lambda v: "true", "skip connections between blocks")]
+
+
 def refuse_unexportable(cfg: ModelConfig, fmt: str) -> None:
     """A model whose outputs the format cannot reproduce is not exported (its users would get
     a different model without knowing it)."""
-    if cfg.logit_softcap is not None:
-        raise UserError(f"model.logit_softcap={cfg.logit_softcap:g}: {fmt}'s Llama/Qwen3 models have no logit "
-                        "soft-capping, so the exported model would give other outputs; not exported. Serve it "
-                        "with `fmforge serve`, or train without model.logit_softcap")
-    if cfg.value_embeds:
-        raise UserError(f"model.value_embeds={cfg.value_embeds}: {fmt}'s Llama/Qwen3 models have no value "
-                        "embeddings, so the exported model would give other outputs; not exported. Serve it "
-                        "with `fmforge serve`, or train without model.value_embeds")
-    if cfg.unet_skips:
-        raise UserError(f"model.unet_skips=true: {fmt}'s Llama/Qwen3 models have no skip connections between "
-                        "blocks, so the exported model would give other outputs; not exported. Serve it "
-                        "with `fmforge serve`, or train without model.unet_skips")
+    for field, shown, lacks in UNEXPORTABLE:
+        value = getattr(cfg, field)
+        if value:  # None, 0 and False are "off"
+            raise UserError(f"model.{field}={shown(value)}: {fmt}'s Llama/Qwen3 models have no {lacks}, so the "
+                            "exported model would give other outputs; not exported. Serve it with `fmforge serve`, "
+                            f"or train without model.{field}")
 
 
 def hf_config(cfg: ModelConfig, bos_id: int | None, eos_id: int | None) -> dict:
