@@ -55,10 +55,12 @@ import numpy as np
 
 MAGIC, VERSION, HEADER_INTS = 20240520, 1, 256  # their .bin shard header
 BLOCK = 128  # their FlexAttention block: sequences are multiples of it
-FULL = {"tokens_per_step": 32 * 1024, "context": 1024, "calib_steps": 50, "warm_steps": 6, "skip": 5,
-        "sync": 25, "safety": 0.98, "timeout_s": 1200}  # timeout: the cold compile's run
-TINY = {"tokens_per_step": 2 * BLOCK, "context": BLOCK, "calib_steps": 6, "warm_steps": 2, "skip": 1,
-        "sync": 2, "safety": 0.98, "timeout_s": 300, "heads": 2, "dim": 64}
+# warm_steps: the compile warm-up, whose steps `profile` (after, up to) are also profiled: where
+# their step's time goes (profile.txt / profile.json in work/modded/warm), at no scored run's cost
+FULL = {"tokens_per_step": 32 * 1024, "context": 1024, "calib_steps": 50, "warm_steps": 16, "profile": [10, 14],
+        "skip": 5, "sync": 25, "safety": 0.98, "timeout_s": 1200}  # timeout: the cold compile's run
+TINY = {"tokens_per_step": 2 * BLOCK, "context": BLOCK, "calib_steps": 6, "warm_steps": 3, "profile": [1, 3],
+        "skip": 1, "sync": 2, "safety": 0.98, "timeout_s": 300, "heads": 2, "dim": 64}
 
 
 class PatchError(ValueError):
@@ -189,7 +191,7 @@ TTQ = _ttq_json.loads({config!r})
 _TTQ_DEVICE = TTQ['device']
 _TTQ_CUDA = _TTQ_DEVICE == 'cuda'
 _TTQ_BACKEND = 'nccl' if _TTQ_CUDA else 'gloo'
-_ttq_t0 = _ttq_loss = None
+_ttq_t0 = _ttq_loss = _ttq_prof = None
 _ttq_marks = []  # [step, seconds since _ttq_t0 after a synchronize, train loss]
 
 
@@ -200,10 +202,49 @@ def _ttq_sync():
 
 
 def _ttq_mark(n):
+    if TTQ.get('profile') and n in TTQ['profile']:
+        _ttq_profile(n)
     if n in (1, TTQ['skip'], TTQ['steps']) or n % TTQ['sync'] == 0:
         _ttq_sync()
         loss = float(_ttq_loss.detach())
         _ttq_marks.append([n, _ttq_time.perf_counter() - _ttq_t0, loss])
+
+
+def _ttq_profile(n):
+    """Profiles the steps after mark TTQ['profile'][0] up to [1]: profile.txt (the kernels by
+    their own device time) and profile.json (ms a step by kind of kernel)."""
+    import torch
+    global _ttq_prof
+    _ttq_sync()
+    first, last = TTQ['profile']
+    if n == first:
+        acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if _TTQ_CUDA else [])
+        _ttq_prof = (torch.profiler.profile(activities=acts), _ttq_time.perf_counter())
+        _ttq_prof[0].__enter__()
+        return
+    prof, t = _ttq_prof
+    wall = _ttq_time.perf_counter() - t
+    prof.__exit__(None, None, None)
+    steps, key = last - first, 'self_device_time_total' if _TTQ_CUDA else 'self_cpu_time_total'
+    if _TTQ_CUDA:  # kernels only: GPU-side annotations (Optimizer.step, compiled graphs) span kernels
+        rows = [(e.name, e.time_range.elapsed_us(), 1) for e in prof.events()
+                if e.device_type.name == 'CUDA' and not getattr(e, 'is_user_annotation', False)]
+    else:  # each op's own CPU time (children's left out): rough kinds
+        rows = [(e.key, e.self_cpu_time_total, e.count) for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    kinds = dict(attention=('flex', 'attention', 'fmha', 'flash'),
+                 matmul=('gemm', 'nvjet', 'cutlass', 'sm90_', 'cublas', 'aten::mm', 'aten::bmm', 'addmm'),
+                 triton=('triton',), copy=('memcpy', 'memset', 'copy_'), nccl=('nccl',))
+    by_kind = dict()
+    for name, us, _ in rows:
+        kind = next((k for k, pats in kinds.items() if any(p in name.lower() for p in pats)), 'other')
+        by_kind[kind] = by_kind.get(kind, 0.0) + us / 1e3 / steps
+    summary = dict(steps=steps, after_step=first, wall_ms_per_step=wall * 1e3 / steps, timer=key,
+                   ms_per_step_by_kind=by_kind, ms_per_step_total=sum(by_kind.values()),
+                   launches_per_step=sum(n for _, _, n in rows) / steps)
+    with open(_ttq_os.path.join(TTQ['out'], 'profile.json'), 'w') as f:
+        _ttq_json.dump(summary, f, indent=1)
+    with open(_ttq_os.path.join(TTQ['out'], 'profile.txt'), 'w') as f:
+        f.write(_ttq_json.dumps(summary) + '\\n' + prof.key_averages().table(sort_by=key, row_limit=60) + '\\n')
 
 
 def _ttq_finish(model, window_blocks):
@@ -327,12 +368,13 @@ class ModdedPeer:
         """Runs the patched script for `steps` steps in work/modded/<tag>; its meta.json."""
         out = self.work / tag
         out.mkdir(parents=True, exist_ok=True)
-        for f in ("weights.pt", "meta.json"):
+        for f in ("weights.pt", "meta.json", "profile.json", "profile.txt"):
             (out / f).unlink(missing_ok=True)
         config = {"device": self.device.type, "sep": self.sep, "vocab": self.vocab, "shape": self.shape,
                   "train_bin": self.data(seed)["path"], "tokens_per_step": self.S["tokens_per_step"],
                   "steps": steps, "lr_scale": lr_scale, "seed": seed, "skip": self.S["skip"],
-                  "sync": self.S["sync"], "save": save, "out": str(out)}
+                  "sync": self.S["sync"], "save": save, "out": str(out),
+                  "profile": self.S["profile"] if tag == "warm" else None}
         script = out / "train_gpt.py"
         script.write_text(prelude(config) + self.script)
         env = {**os.environ, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
@@ -354,8 +396,11 @@ class ModdedPeer:
         return {**json.loads((out / "meta.json").read_text()), "wall_s": wall, "dir": str(out)}
 
     def warm(self) -> dict:
-        """A few steps: fills the compile cache, so that no swept rate pays for the cold compile."""
-        return self.train("warm", self.S["warm_steps"], 1.0, 0, save=False)
+        """A few steps: fills the compile cache, so that no swept rate pays for the cold compile.
+        Some of its steps are profiled: `profile` in the result (see _ttq_profile)."""
+        meta = self.train("warm", self.S["warm_steps"], 1.0, 0, save=False)
+        prof = Path(meta["dir"]) / "profile.json"
+        return {**meta, "profile": json.loads(prof.read_text()) if prof.is_file() else None}
 
     def calibrate(self) -> dict:
         """A short run with the whole schedule: its compilation time and seconds a step."""

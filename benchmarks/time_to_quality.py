@@ -333,8 +333,9 @@ def run_modded_peer(a, shards: Path, info: dict, device, work: Path, runs, choic
 
     def warm_modded() -> None:  # before its first run that a --resume does not keep
         t = time.perf_counter()  # warm the compile cache: no swept factor pays for the cold compile
-        peer.warm()
+        warm = peer.warm()
         timing["modded_compile_warmup_s"] = time.perf_counter() - t
+        timing["modded_profile"] = warm["profile"]  # where a step of theirs goes (kernels by kind)
         timing["modded_calibration"] = peer.calibrate()
         record()
 

@@ -298,6 +298,10 @@ def test_time_to_quality_with_a_modded_record_tiny_cpu(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["complete"] and res["timing"]["modded_compile_warmup_s"] > 0
+    prof = res["timing"]["modded_profile"]  # the warm-up's steps 2-3 profiled (TINY "profile": [1, 3])
+    assert prof["steps"] == 2 and prof["after_step"] == 1 and prof["ms_per_step_total"] > 0
+    assert prof["ms_per_step_by_kind"]["matmul"] > 0 and prof["launches_per_step"] > 10
+    assert "Self CPU" in (work / "modded" / "warm" / "profile.txt").read_text()
     cal = res["timing"]["modded_calibration"]
     assert cal["steps"] == 6 and cal["step_s"] > 0 and cal["planned_steps"] >= 3
     runs = res["runs"]

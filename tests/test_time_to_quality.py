@@ -193,7 +193,7 @@ def test_time_to_quality_tiny_cpu(tmp_path):
         secs = [x["train_s"] for x in xs]
         assert rep["train_s"]["max"] == max(secs)
         assert rep["over_budget_runs"] == sum(x > 1.0 for x in secs) and all("over_budget" in x for x in xs)
-        assert all(0 < x["first_steps_s"] < x["train_s"] for x in xs)
+        assert all(0 < x["first_steps_s"] <= x["train_s"] for x in xs)  # equal: a loaded machine made one step
         assert rep["first_steps_s"]["n"] == len(xs)
 
     # --resume: a file cut off after the fmforge runs keeps them as they were and runs the rest
