@@ -190,8 +190,21 @@ class Pipeline:
         if not self.is_main:
             yield
             return
+        self._refuse_foreign_run_dir()
         with locked(self.dir):
             yield
+
+    def _refuse_foreign_run_dir(self) -> None:
+        """`out_dir`/`name` may name a folder of the user's: if it holds files but no stage
+        record of ours, stop before writing report.json/report.md or stage folders into it."""
+        if not self.dir.is_dir() or any((self.dir / s / f).is_file() for s in [*STAGES, "finetune"]
+                                         for f in ("started.json", "stage.json")):
+            return
+        foreign = sorted(p.name for p in self.dir.iterdir() if p.name != LOCK)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise UserError(f"run folder {self.dir} holds files fmforge did not write ({shown}): give the recipe "
+                            "another name (recipe field `name`) or out_dir")
 
     def _record(self, name: str, file: str) -> dict:
         try:

@@ -162,3 +162,15 @@ def test_torchrun_ranks_agree_to_skip_an_up_to_date_stage(small_recipe):
     r = subprocess.run(torchrun, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "[train] up to date, skipped" in r.stderr and time.time() - t0 < 100
+
+
+def test_a_run_folder_of_the_users_is_refused_before_anything_is_written(small_recipe, tmp_path):
+    """out_dir/name pointing at a folder of the user's (no stage record of fmforge in it):
+    refused with exit 2, and its report.md is not replaced by the run's."""
+    mine = tmp_path / "runs" / "t"
+    mine.mkdir(parents=True)
+    (mine / "report.md").write_text("my report")
+    r = cli("run", "--recipe", str(small_recipe))
+    assert r.returncode == 2 and "did not write" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in mine.iterdir()) == ["report.md"]
+    assert (mine / "report.md").read_text() == "my report"
