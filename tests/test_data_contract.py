@@ -135,8 +135,9 @@ def test_prepare_keeping_under_the_share_lists_reasons_and_fields(tmp_path):
     src.mkdir()
     (src / "short.jsonl").write_text("".join(json.dumps({"text": f"tiny doc {i}"}) + "\n" for i in range(40)))
     collect([str(src)], ["*"], tmp_path / "col")
-    with pytest.raises(DegenerateResult, match=r"keep 0 of 40.*too_short 40 docs → data\.min_chars"):
+    with pytest.raises(DegenerateResult, match=r"keep 0 of 40.*too_short 40 docs → data\.min_chars") as e:
         prepare(tmp_path / "col", tmp_path / "out", DataConfig(workers=1, min_keep_fraction=0))
+    assert "min_keep_fraction" not in str(e.value)  # no share setting accepts keeping none
     rng = random.Random(0)
     (src / "good.jsonl").write_text(json.dumps({"text": essay(rng)}) + "\n")  # 1 of 41 kept: 2.4% < 5%
     collect([str(src)], ["*"], tmp_path / "col2")
