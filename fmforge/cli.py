@@ -143,6 +143,11 @@ def eval_(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt,
         res = eval_model(model, list(task or r.eval.tasks), out, r.eval, per_item, limit, list(text or []), device)
         console.print_json(json.dumps({"tasks": res["tasks"], "core": res["core"], "lm": res["lm"]}))
         return
+    given = [flag for flag, v in (("--task", task), ("--out", out), ("--per-item", per_item), ("--limit", limit),
+                                  ("--text", text), ("--device", device)) if v]
+    if given:  # the run's eval stage takes none of them: say so rather than drop them unnoticed
+        raise UserError(f"{', '.join(given)}: only with --model (e.g. --model {r.run_dir}); the run's own "
+                        "evaluation takes its settings from the recipe (--set eval.tasks=[hellaswag], ...)")
     p = Pipeline(r)
     p.run_stages(["collect", "prepare", "tokenizer", "train", "eval"])
     console.print_json(json.dumps(p.runs[-1].summary))

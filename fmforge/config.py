@@ -593,6 +593,17 @@ def load_recipe(recipe: str | Path | None = None, overrides: list[str] | None = 
         raise RecipeError(_format_validation(e, str(path))) from None
 
 
+def _empty_sections(data: dict, model: type[BaseModel]) -> dict:
+    """A section left empty (`train:` with every field commented out) is YAML null: read it
+    as {} (all defaults), as the user meant, in nested sections too."""
+    out = dict(data)
+    for k, v in data.items():
+        ann = model.model_fields[k].annotation if k in model.model_fields else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out[k] = {} if v is None else _empty_sections(v, ann) if isinstance(v, dict) else v
+    return out
+
+
 def _deep_merge(base: dict, top: dict) -> dict:
     out = dict(base)
     for k, v in top.items():
@@ -604,6 +615,7 @@ def _extended(data: dict, path: Path, seen: list[Path]) -> dict:
     """`extends: NAME` starts from another recipe (a file beside this one, a path, or a built-in
     name); this recipe's fields win, section by section. A recipe that only adds a stage (the
     fine-tuning demo over the demo) then shares the earlier stages' settings, so they are reused."""
+    data = _empty_sections(data, Recipe)  # before merging: an empty section keeps the base's fields
     parent = data.pop("extends", None)
     if parent is None:
         return data

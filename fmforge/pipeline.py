@@ -165,6 +165,7 @@ class Pipeline:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.is_main = int(os.environ.get("RANK", "0")) == 0
         self._control = None  # a gloo group for the ranks' decisions (torchrun)
+        self._undo: dict[str, str | None] = {}  # records a train "continue" replaced (_restore_records)
 
     def stage_dir(self, name: str) -> Path:
         return self.dir / name
@@ -190,8 +191,21 @@ class Pipeline:
         if not self.is_main:
             yield
             return
+        self._refuse_foreign_run_dir()
         with locked(self.dir):
             yield
+
+    def _refuse_foreign_run_dir(self) -> None:
+        """`out_dir`/`name` may name a folder of the user's: if it holds files but no stage
+        record of ours, stop before writing report.json/report.md or stage folders into it."""
+        if not self.dir.is_dir() or any((self.dir / s / f).is_file() for s in [*STAGES, "finetune"]
+                                         for f in ("started.json", "stage.json")):
+            return
+        foreign = sorted(p.name for p in self.dir.iterdir() if p.name != LOCK)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise UserError(f"run folder {self.dir} holds files fmforge did not write ({shown}): give the recipe "
+                            "another name (recipe field `name`) or out_dir")
 
     def _record(self, name: str, file: str) -> dict:
         try:
@@ -225,6 +239,9 @@ class Pipeline:
                 same = {k: v for k, v in old_deps.items() if k != "budget"} == \
                        {k: v for k, v in self.deps(name).items() if k != "budget"}
                 if same:
+                    # kept until training runs: a continue the trainer refuses (a budget below the
+                    # checkpoint) must leave the finished run finished, not up for a fresh start
+                    self._undo = {f: self._text(out / f) for f in ("stage.json", "started.json")}
                     (out / "stage.json").unlink(missing_ok=True)
                     self._write_started(name)
                     self._say(f"[{name}] continuing the run in {out} with a new budget: "
@@ -247,6 +264,21 @@ class Pipeline:
         out.mkdir(parents=True, exist_ok=True)
         self._write_started(name)
         return "fresh"
+
+    @staticmethod
+    def _text(path: Path) -> str | None:
+        try:
+            return path.read_text()
+        except OSError:
+            return None
+
+    def _restore_records(self, out: Path) -> None:
+        """Put back the records a refused continue replaced (see _decide)."""
+        for f, text in self._undo.items():
+            if text is None:
+                (out / f).unlink(missing_ok=True)
+            else:
+                atomic_write_text(out / f, text)
 
     def _drop_if_empty(self, out: Path) -> None:
         """A stage that failed on its input leaves no folder, unless it holds work to resume."""
@@ -303,6 +335,8 @@ class Pipeline:
             try:
                 summary = fn(out, decision)
             except UserError:
+                if decision == "continue":
+                    self._restore_records(out)
                 self._drop_if_empty(out)
                 raise
             secs = time.perf_counter() - t0

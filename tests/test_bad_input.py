@@ -525,6 +525,13 @@ def _(t, fx):
     return Case(["eval", "--recipe", recipe, *EVAL], ["model.json", "fmforge train"], [recipe, run / "train"])
 
 
+@case("eval: --task and --out without --model")
+def _(t, fx):
+    recipe, run = copy_run(t, fx)
+    return Case(["eval", "--recipe", recipe, "--task", "hellaswag", "--out", t / "e"], ["--task", "--out", "--model"],
+                [recipe, run], t / "e")
+
+
 @case("sample: no trained run")
 def _(t, fx):
     r = recipe_with(t, fx)

@@ -77,3 +77,16 @@ def test_every_verb_has_help_with_an_example(verb):
 def test_bare_on_off_read_as_compile_modes():
     assert load_recipe(None, ["train.compile=on"]).train.compile == "on"
     assert load_recipe(None, ["train.compile=off"]).train.compile == "off"
+
+
+def test_an_empty_section_is_its_defaults(tmp_path):
+    """`train:` with every field commented out is YAML null: before, an error ('train: Input
+    should be a valid dictionary') and `--set train.max_steps=3` said "'train' is not a section"."""
+    p = tmp_path / "r.yaml"
+    p.write_text("name: t\ntrain:\n  # max_steps: 5\nmodel:\ndata:\n  gopher:\n")
+    r = load_recipe(p, ["train.max_steps=3"])
+    assert r.train.max_steps == 3 and r.data.gopher.min_words == 50 and r.model.d_model == 256
+    with pytest.raises(RecipeError, match="train needs a budget"):  # as `train: {}` does
+        load_recipe(p)
+    (tmp_path / "child.yaml").write_text("extends: demo\ntrain:\n")  # keeps the demo's train section
+    assert load_recipe(tmp_path / "child.yaml").train == load_recipe("demo").train

@@ -414,3 +414,14 @@ def test_binary_input_files_are_named_not_a_traceback(tmp_path, flag):
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
     where = str(tmp_path / "metrics.jsonl") if flag == "--from-run" else str(f)
     assert where in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_the_tiny_preset_is_estimated_with_the_tokenizers_default_vocabulary():
+    """`tiny` has no vocab_size of its own (a recipe takes the tokenizer's): --preset tiny
+    was a traceback. The demo's 2.6M parameters: 4096 x 192 tied embedding, 4 blocks of
+    attention 4·192² + MLP 3·192·512 + norms 2·192 + QK-norm 2·64, and the final norm."""
+    blocks = 4 * (4 * 192 * 192 + 3 * 192 * 512 + 2 * 192 + 2 * 64)
+    r = cli_json("estimate", "--preset", "tiny", "--tokens", "1e9")
+    assert r["model"]["params"] == 4096 * 192 + blocks + 192 == 2_558_144
+    plan = runner.invoke(app, ["plan", "--budget-usd", "100", "--base-preset", "tiny", "--json"])
+    assert plan.exit_code == 0, plan.output

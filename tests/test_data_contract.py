@@ -135,8 +135,9 @@ def test_prepare_keeping_under_the_share_lists_reasons_and_fields(tmp_path):
     src.mkdir()
     (src / "short.jsonl").write_text("".join(json.dumps({"text": f"tiny doc {i}"}) + "\n" for i in range(40)))
     collect([str(src)], ["*"], tmp_path / "col")
-    with pytest.raises(DegenerateResult, match=r"keep 0 of 40.*too_short 40 docs → data\.min_chars"):
+    with pytest.raises(DegenerateResult, match=r"keep 0 of 40.*too_short 40 docs → data\.min_chars") as e:
         prepare(tmp_path / "col", tmp_path / "out", DataConfig(workers=1, min_keep_fraction=0))
+    assert "min_keep_fraction" not in str(e.value)  # no share setting accepts keeping none
     rng = random.Random(0)
     (src / "good.jsonl").write_text(json.dumps({"text": essay(rng)}) + "\n")  # 1 of 41 kept: 2.4% < 5%
     collect([str(src)], ["*"], tmp_path / "col2")
@@ -314,3 +315,22 @@ def test_data_card_accounts_for_line_removals_pii_and_measured_values(tmp_path):
     toks_alpha = sum(1 for t in toks if any(c.isalpha() for c in t)) / len(toks)
     assert detail == f"alphabetic words {toks_alpha:.2f} < 0.8 (data.gopher.min_alpha_words)"
     assert detail in card
+
+
+def test_prepare_on_raw_files_hints_a_collect_command_that_works(tmp_path):
+    """prepare given the folder of raw text: the hint was `fmforge data collect SOURCE --out
+    <that folder>`, which collect refuses (it holds files fmforge did not write)."""
+    import re
+    import shlex
+
+    raw = tmp_path / "notes"
+    raw.mkdir()
+    rng = random.Random(1)
+    for i in range(3):
+        (raw / f"{i}.txt").write_text(essay(rng))
+    res = cli("data", "prepare", raw, "--out", tmp_path / "clean")
+    assert isinstance(res.exception, DataError)
+    hint = re.search(r"`fmforge (data collect [^`]*)`", str(res.exception)).group(1)
+    res = cli(*shlex.split(hint))
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in raw.iterdir()) == ["0.txt", "1.txt", "2.txt"]

@@ -46,6 +46,13 @@ def test_jsonl_bad_lines_are_counted_with_file_and_line(tmp_path):
     assert "bad utf8 \ufffd\ufffd here" in texts and "nul \x00 inside" in texts
     assert stats.skipped == {"malformed_json": 2, "missing_text": 3, "invalid_utf8_replaced": 1}
     assert "bad.jsonl:2: " in stats.examples["malformed_json"][0]
+    # each example says what is wrong: where the JSON breaks, and why a record gave no text
+    # line 2's string runs into the line's end: the newline right after its 22 characters
+    cut = len(b'{"text": "unterminated') + 1
+    assert stats.examples["malformed_json"][0].endswith(f"(column {cut})")
+    assert [e.split("/")[-1] for e in stats.examples["missing_text"]] == ["bad.jsonl:3: field 'text' is a number, not a string",
+                                              "bad.jsonl:4: the record is an array, not an object",
+                                              "bad.jsonl:5: no field 'text'"]
     assert json.loads(docs[0]["meta"]) == {"path": "bad.jsonl:line:1", "url": "a"}
     with pytest.raises(DataError, match="bad.jsonl:2"):
         read(p, strict=True)

@@ -28,6 +28,12 @@ def readme_commands() -> list[str]:
     return cmds
 
 
+def readme_inline_exports() -> list[str]:
+    """`fmforge export ...` written inline in the README's prose, without placeholders."""
+    text = (ROOT / "README.md").read_text()
+    return [c for c in re.findall(r"`(fmforge export [^`]*)`", text) if "[" not in c]
+
+
 def scale(corpus: Path, resume: bool) -> list[str]:
     sets = {"data.sources": f"[{corpus}]", "data.include": "['*.py']", "data.val_fraction": "0.15",
             "tokenizer.vocab_size": "512", "model.vocab_size": "null",
@@ -57,3 +63,9 @@ def test_every_readme_command_runs(corpus_dir, tmp_path):
         assert "Traceback" not in r.stderr, cmd
         if "--resume" in args:
             assert "continuing the run" in r.stderr, f"{cmd} did not continue the earlier run:\n{r.stderr[-2000:]}"
+    exports = readme_inline_exports()  # on the run the commands above made
+    assert exports
+    for cmd in exports:
+        r = subprocess.run([sys.executable, "-m", "fmforge", *shlex.split(cmd)[1:]], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, f"{cmd}\n{r.stderr[-3000:]}"

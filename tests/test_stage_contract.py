@@ -65,6 +65,20 @@ def test_raised_budget_with_resume_continues_the_run(small_recipe, tmp_path):
     assert not list(tmp_path.glob("runs/t/train.old-*"))
 
 
+def test_a_refused_continue_leaves_the_finished_run_finished(small_recipe, tmp_path):
+    """--resume with a budget below the newest checkpoint is refused; before, the run's records
+    were already rewritten, so the next plain run moved the finished run aside and trained anew."""
+    p = pipeline(small_recipe)
+    p.run_all()
+    model = (p.stage_dir("train") / "model.safetensors").read_bytes()
+    r = cli("train", "--recipe", str(small_recipe), "--set", "train.max_steps=3", "--resume")
+    assert r.returncode == 2 and "past this recipe's budget" in r.stderr, r.stderr[-2000:]
+    p2 = pipeline(small_recipe)
+    p2.run_all()
+    assert not ran(p2) and not list(tmp_path.glob("runs/t/train.old-*"))
+    assert (p.stage_dir("train") / "model.safetensors").read_bytes() == model
+
+
 def test_changed_training_starts_afresh_and_moves_the_old_run_aside(small_recipe, tmp_path):
     p = pipeline(small_recipe)
     p.run_all()
@@ -162,3 +176,15 @@ def test_torchrun_ranks_agree_to_skip_an_up_to_date_stage(small_recipe):
     r = subprocess.run(torchrun, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "[train] up to date, skipped" in r.stderr and time.time() - t0 < 100
+
+
+def test_a_run_folder_of_the_users_is_refused_before_anything_is_written(small_recipe, tmp_path):
+    """out_dir/name pointing at a folder of the user's (no stage record of fmforge in it):
+    refused with exit 2, and its report.md is not replaced by the run's."""
+    mine = tmp_path / "runs" / "t"
+    mine.mkdir(parents=True)
+    (mine / "report.md").write_text("my report")
+    r = cli("run", "--recipe", str(small_recipe))
+    assert r.returncode == 2 and "did not write" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in mine.iterdir()) == ["report.md"]
+    assert (mine / "report.md").read_text() == "my report"

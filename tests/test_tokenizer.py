@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from fmforge.config import TokenizerConfig
 from fmforge.data.documents import read_docs
+from fmforge.errors import UserError
 from fmforge.tokenizer.bpe import EOT, PAD, load, save, train_bpe
 from fmforge.tokenizer.fast import PROBES, Encoder, hf_encode
 from fmforge.tokenizer.report import measure, table_rows
@@ -183,3 +184,27 @@ def test_a_fast_encoder_that_differs_from_hf_is_dropped(tok_dir, monkeypatch):
     monkeypatch.setattr(fast, "tiktoken_from_json", wrong_digits)
     enc = Encoder.from_path(tok_dir)
     assert enc.kind == "hf" and "differ" in enc.why_not
+
+
+def test_report_json_never_overwrites_a_file_it_did_not_write(prepared, tok_dir, tmp_path):
+    """--json at a user's file (here a JSONL corpus that is not an input of this call) is
+    refused before measuring and the file is unchanged; a folder or a missing folder is an
+    error too, not a traceback after the work; a report written before is replaced."""
+    from fmforge.cli import app
+
+    r = CliRunner()
+    mine = tmp_path / "corpus.jsonl"
+    mine.write_text('{"text": "keep me"}\n')
+    args = ["tokenizer", "report", "-t", str(tok_dir), "-d", str(prepared), "--json"]
+    res = r.invoke(app, args + [str(mine)])
+    assert isinstance(res.exception, UserError) and "not written by" in str(res.exception)
+    assert mine.read_text() == '{"text": "keep me"}\n'
+    for bad in (tmp_path, tmp_path / "missing" / "r.json"):
+        res = r.invoke(app, args + [str(bad)])
+        assert isinstance(res.exception, UserError) and str(bad) in str(res.exception), res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.jsonl"]  # no temp file left
+    ok = tmp_path / "r.json"
+    for _ in range(2):  # the second run replaces its own report
+        res = r.invoke(app, args + [str(ok)])
+        assert res.exit_code == 0, res.output
+    assert json.loads(ok.read_text())[0]["round_trip_failures"] == 0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from fmforge.config import ModelConfig, Recipe
+from fmforge.config import ModelConfig, Recipe, TokenizerConfig
 from fmforge.cost.checks import CostError, at_least, count, fraction, non_negative, positive
 from fmforge.cost.memory import memory_report
 from fmforge.cost.published import mfu_prior
@@ -63,6 +63,8 @@ def model_from_preset(name: str, seq_len: int | None = None, micro_batch: int = 
         raise CostError(f"--preset: unknown preset '{name}'; known: {', '.join(PRESETS)}")
     micro_batch = count(micro_batch, "--micro-batch")
     cfg = ModelConfig(**PRESETS[name])
+    if not cfg.vocab_size:  # the preset (tiny) leaves it to the tokenizer: a recipe's default then
+        cfg = cfg.model_copy(update={"vocab_size": TokenizerConfig().vocab_size})
     if seq_len is not None:
         seq_len = count(seq_len, "--seq-len")
         cfg = cfg.model_copy(update={"context_length": seq_len})

@@ -106,8 +106,10 @@ def check_shards(folder: Path, what: str = "input") -> list[Path]:
         raise InputNotFound(f"{what} not found: {folder}")
     paths = shard_paths(folder)
     if not paths:
+        # the hint names a new folder: collect never writes into the folder of raw files it reads
         raise DataError(f"{what} {folder} holds no Parquet shards (*.parquet): make them with "
-                        f"`fmforge data collect SOURCE --out {folder}`")
+                        f"`fmforge data collect {folder} --out {folder.with_name(folder.name + '-collected')}` "
+                        "and give that folder instead")
     for p in paths:
         try:
             schema = pq.read_schema(p)

@@ -165,7 +165,8 @@ def check_kept(stats: PrepareStats, removed: dict, cfg, in_dir: Path) -> None:
     raise DegenerateResult(
         f"prepare would keep {kept:,} of {docs_in:,} documents ({100 * kept / docs_in:.1f}%), {limit}. "
         f"Top removal reasons: {top}. Loosen those recipe fields (--set FIELD=VALUE), check that the input is "
-        "the kind of text the rules are for, or set data.min_keep_fraction=0 to accept a small share")
+        "the kind of text the rules are for" + (", or set data.min_keep_fraction=0 to accept a small share"
+                                                if kept else ""))  # 0 kept fails at any share
 
 
 def _write_output(task_files: list[Path], removed: dict, out_dir: Path, stats: PrepareStats, od: OutputDir,

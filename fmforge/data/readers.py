@@ -96,6 +96,19 @@ def _where(path: Path, source, name) -> tuple[str, str]:
     return (str(path.parent) if source is None else str(source)), (path.name if name is None else name)
 
 
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
+               bool: "a boolean", type(None): "null"}
+
+
+def _why_no_text(obj, text_field: str) -> str:
+    """What is wrong with a JSONL record that gave no text, in the user's (JSON's) terms."""
+    if not isinstance(obj, dict):
+        return f"the record is {_JSON_TYPES[type(obj)]}, not an object"
+    if text_field not in obj:
+        return f"no field '{text_field}'"
+    return f"field '{text_field}' is {_JSON_TYPES[type(obj[text_field])]}, not a string"
+
+
 def _no_text_field(path: Path, text_field: str, kind: str, seen) -> DataError:
     return DataError(f"{path}: no {kind} has a text field '{text_field}' ({kind} fields: "
                      f"{', '.join(sorted(seen)) or 'none'}); name the field holding the text with "
@@ -132,7 +145,7 @@ def iter_jsonl(path: Path, stats, text_field: str = "text", source=None, name=No
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                stats.skip("malformed_json", f"{path}:{lineno}: {e.msg}")
+                stats.skip("malformed_json", f"{path}:{lineno}: {e.msg} (column {e.colno})")  # msg alone can end in "at"
                 continue
             records += 1
             text = obj.get(text_field) if isinstance(obj, dict) else None
@@ -141,7 +154,7 @@ def iter_jsonl(path: Path, stats, text_field: str = "text", source=None, name=No
             if not isinstance(text, str):
                 if stats.strict and not with_text and text_field not in keys:
                     raise _no_text_field(path, text_field, "record", keys)  # the likelier cause than one bad record
-                stats.skip("missing_text", f"{path}:{lineno}: field '{text_field}' is not a string")
+                stats.skip("missing_text", f"{path}:{lineno}: {_why_no_text(obj, text_field)}")
                 continue
             with_text += 1
             meta = {k: v for k, v in obj.items() if k != text_field}

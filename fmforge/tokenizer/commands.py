@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fmforge.errors import UserError
+from fmforge.errors import InputNotFound, UserError
 from fmforge.outputs import atomic_write_text, claimed, need
 from fmforge.options import RecipeOpt, SetOpt, recipe_from, with_options
 
@@ -110,10 +110,8 @@ def tokenizer_report(tokenizer: List[Path] = typer.Option(..., "--tokenizer", "-
         tokenizer_file(need(p, "tokenizer"))
     for p in data:
         need(p, "data")
-    if json_out:  # never over an input
-        for p in [*tokenizer, *data]:
-            if Path(p).resolve() == json_out.resolve() or (Path(p).is_dir() and Path(p).resolve() in json_out.resolve().parents):
-                raise UserError(f"--json {json_out} is, or is inside, the input {p}: choose another file")
+    if json_out:
+        _check_json_out(json_out, [*tokenizer, *data])
     reports = measure(tokenizer, data, max_bytes)
     head, rows = table_rows(reports)
     table = Table(*head)
@@ -127,3 +125,27 @@ def tokenizer_report(tokenizer: List[Path] = typer.Option(..., "--tokenizer", "-
         atomic_write_text(json_out, json.dumps([r.to_dict() for r in reports], indent=2))
     if any(r.round_trip_failures for r in reports):
         raise typer.Exit(1)
+
+
+def _check_json_out(json_out: Path, inputs: List[Path]) -> None:
+    """--json is a new file or a report this command wrote before, in a folder that exists:
+    checked before measuring, so a bad path neither overwrites a user's file nor fails at the end."""
+    for p in inputs:  # never over an input
+        if Path(p).resolve() == json_out.resolve() or (Path(p).is_dir() and Path(p).resolve() in json_out.resolve().parents):
+            raise UserError(f"--json {json_out} is, or is inside, the input {p}: choose another file")
+    if json_out.is_dir():
+        raise UserError(f"--json {json_out} is a folder; give a file name such as {json_out / 'report.json'}")
+    if not json_out.parent.is_dir():
+        raise InputNotFound(f"--json {json_out}: folder {json_out.parent} does not exist")
+    if json_out.exists() and not _is_report(json_out):
+        raise UserError(f"--json {json_out} exists and was not written by `fmforge tokenizer report`: "
+                        "choose another file name")
+
+
+def _is_report(path: Path) -> bool:
+    """A file `tokenizer report --json` wrote: a JSON list of per-tokenizer figures."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, list) and all(isinstance(r, dict) and "round_trip_failures" in r for r in data)
