@@ -234,3 +234,39 @@ def test_a_bad_value_names_the_field():
 
     with pytest.raises(UserError, match=r"train\.loss_chunk_tokens"):
         load_recipe("h200-60s", ["train.loss_chunk_tokens=-1"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_fsdp_and_ddp_on_two_ranks_match_one_unchunked_process(corpus_dir, tmp_path):
+    """Under FSDP2 the head's weight is sharded (gathered for the forward), under DDP replicated:
+    on 2 gloo ranks the chunked head gives the losses of one process with the plain head."""
+    import os
+    import subprocess
+    import sys
+
+    from fmforge.pipeline import Pipeline
+    from tests.conftest import write_recipe
+
+    path = write_recipe(tmp_path / "recipe.yaml", corpus_dir, tmp_path / "runs")
+    p = Pipeline(load_recipe(path), verbose=False)
+    for stage in ("collect", "prepare", "tokenizer"):
+        getattr(p, stage)()
+    sets = ["--set", "train.max_steps=5", "--set", "train.micro_batch=2", "--set", "train.global_batch_tokens=512"]
+
+    def run(out, *extra, nproc=1):
+        cmd = [sys.executable, "-m", "fmforge", "train", "--recipe", str(path), *sets, "--out", str(out), *extra]
+        if nproc > 1:
+            cmd[1:1] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+        r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                           timeout=400)
+        assert r.returncode == 0, r.stderr[-4000:]
+        return r
+
+    run(tmp_path / "one")
+    ref = _losses(tmp_path / "one")
+    chunk = ["--set", "train.loss_chunk_tokens=48"]  # 2×64 tokens a micro-batch: chunks of 48, 48, 32
+    for strategy in ("fsdp", "ddp"):
+        r = run(tmp_path / strategy, *chunk, "--set", f"train.parallel.strategy={strategy}", nproc=2)
+        assert f"parallel: {strategy} on 2 ranks" in r.stderr and "loss head in chunks of 48 tokens" in r.stderr
+        assert _losses(tmp_path / strategy) == pytest.approx(ref, rel=1e-5), strategy

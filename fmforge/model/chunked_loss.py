@@ -44,20 +44,21 @@ def _chunks(h, weight, targets, chunk, cap, mean, want_h, want_w):
     row_weight = scored / count.clamp_min(1) if mean else scored.float()
     for s in range(0, n, chunk):
         hc, tc, ok, wc = h[s:s + chunk], targets[s:s + chunk], scored[s:s + chunk], row_weight[s:s + chunk]
-        z = F.linear(hc, weight).float()  # (c, V): the only vocab-wide tensors, one chunk's
+        z = F.linear(hc, weight).float()  # (c, V): the vocab-wide tensors are one chunk's
         if cap is not None:
-            t = torch.tanh(z / cap)
-            z = cap * t
-        lse = torch.logsumexp(z, dim=-1)
+            t = z.div_(cap).tanh_()  # in place: z is this chunk's own (an fp32 copy, or fp32 already)
+            z = t * cap
+        logp = torch.log_softmax(z, dim=-1)
+        del z  # (t stays, for the cap's derivative)
         tgt = torch.where(ok, tc, 0)[:, None]  # ignored rows look up class 0, then count for nothing
-        total = total + ((lse - z.gather(1, tgt)[:, 0]) * ok).sum()
+        total = total - (logp.gather(1, tgt)[:, 0] * ok).sum()
         if not (want_h or want_w):
             continue
-        g = z.sub_(lse[:, None]).exp_()  # softmax, in the logits' own memory
+        g = logp.exp_()  # the softmax, in place
         g.scatter_add_(1, tgt, torch.full_like(tgt, -1, dtype=g.dtype))  # − one-hot
         g.mul_(wc[:, None])  # 0 on ignored rows, 1/count under the mean (before the cast, as F.cross_entropy)
         if cap is not None:
-            g.mul_(1 - t * t)  # d(c·tanh(x/c))/dx
+            g.mul_(t.mul_(t).neg_().add_(1))  # d(c·tanh(x/c))/dx = 1 − tanh², in t's memory
         g = g.to(h.dtype)
         if want_h:
             grad_h[s:s + chunk] = g @ weight
