@@ -23,7 +23,7 @@ from torch.autograd.function import once_differentiable
 IGNORE = -100  # targets never scored, as F.cross_entropy's default ignore_index
 
 
-def _compute_dtype(h: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+def _compute_dtype(h: torch.Tensor) -> torch.dtype:
     """The logits' dtype: autocast's where it is on (as F.linear would give), else h's."""
     dev = h.device.type
     return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
@@ -74,7 +74,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, weight, targets, chunk: int, cap: float | None, reduction: str):
-        dtype = _compute_dtype(h, weight)
+        dtype = _compute_dtype(h)
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         with torch.autocast(h.device.type, enabled=False):
             loss, gh, gw = _chunks(h.reshape(-1, h.shape[-1]).to(dtype), weight.to(dtype), targets.reshape(-1),
@@ -103,7 +103,7 @@ def chunked_loss_head(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tens
     if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
         return ChunkedLinearCrossEntropy.apply(h, weight, targets, chunk_tokens, cap, reduction)
     # nothing to differentiate (eval): the loss alone, chunk by chunk
-    dtype = _compute_dtype(h, weight)
+    dtype = _compute_dtype(h)
     with torch.no_grad(), torch.autocast(h.device.type, enabled=False):
         loss, _, _ = _chunks(h.reshape(-1, h.shape[-1]).to(dtype), weight.to(dtype), targets.reshape(-1),
                              chunk_tokens, cap, reduction == "mean", False, False)
