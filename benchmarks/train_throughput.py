@@ -9,6 +9,9 @@ against 989 TFLOP/s (H100/H200 dense bf16), N = the weights that take part in ma
 
     python benchmarks/train_throughput.py --nanogpt PATH_TO_NANOGPT --out results.json
     python benchmarks/train_throughput.py --cases fmforge/gpt2-124m --steps 5   # one case
+    python benchmarks/train_throughput.py --device cpu --tiny --cases fmforge/llama-1b,fmforge/llama-1b/chunked
+        # a CPU check of fmforge cases: 2 layers of width 128 (the case's vocabulary kept), 4×256 tokens,
+        # compile off; peak memory is then the worker's peak RSS
 
 nanoGPT is fetched, never committed: PATH_TO_NANOGPT is a folder holding its model.py.
 """
@@ -50,11 +53,22 @@ CASES = {
     "fmforge/llama-1b/autotune": ("fmforge", "llama-1b", 8, 2048, {"compile": "blocks",
                                                                   "mode": "max-autotune-no-cudagraphs"}),
     "hf/llama-1b": ("hf", "llama-1b", 8, 2048, {}),
+    # exploratory (train.loss_chunk_tokens): the head and loss a chunk of tokens at a time, the
+    # gradients taken in the forward; what it costs in speed and saves in peak memory
+    "fmforge/llama-1b/chunked": ("fmforge", "llama-1b", 8, 2048, {"loss_chunk_tokens": 4096}),
+    "fmforge/llama-1b/chunked-1k": ("fmforge", "llama-1b", 8, 2048, {"loss_chunk_tokens": 1024}),
+    "fmforge/llama-1b/b16/chunked": ("fmforge", "llama-1b", 16, 2048, {"loss_chunk_tokens": 4096}),
+    "fmforge/h200-60s/chunked": ("fmforge", "recipes/h200-60s.yaml", 32, 1024, {"loss_chunk_tokens": 4096}),
 }
 DEFAULT = ["fmforge/gpt2-124m", "nanogpt/gpt2-124m", "fmforge/llama-1b", "hf/llama-1b"]
 
 
-def build_fmforge(model_name: str, opts: dict):
+# --tiny: the width and depth of a CPU check; the vocabulary (the head's share) stays the case's
+TINY = dict(d_model=128, n_layers=2, n_heads=2, n_kv_heads=None, ffn_dim=None, context_length=256)
+TINY_BATCH = 4
+
+
+def build_fmforge(model_name: str, opts: dict, device: str = "cuda", tiny: bool = False):
     import torch
 
     from fmforge.config import ModelConfig, TrainConfig
@@ -65,19 +79,24 @@ def build_fmforge(model_name: str, opts: dict):
     from fmforge.train.parallelize import parallelize, setup
 
     own = "compile" in opts  # compiled here (whole model, or blocks with a mode) instead of by parallelize
+    compile_ = "off" if own or device == "cpu" else "on"  # on a CPU a check, not a measurement of Inductor
+    chunk = opts.get("loss_chunk_tokens")
     if model_name.endswith(".yaml"):  # a recipe's model and optimizer (its tokenizer's vocabulary)
         from fmforge.config import load_recipe
 
         recipe = load_recipe(ROOT / model_name)
         cfg = recipe.model.model_copy(update={"vocab_size": recipe.model.vocab_size or recipe.tokenizer.vocab_size})
-        tcfg = recipe.train.model_copy(update={"compile": "off" if own else "on"})
+        tcfg = recipe.train.model_copy(update={"compile": compile_, "device": device, "loss_chunk_tokens": chunk})
     else:
         cfg = ModelConfig(**PRESETS[model_name])
-        tcfg = TrainConfig(max_steps=1, attention=opts.get("attention", "auto"), compile="off" if own else "on")
+        tcfg = TrainConfig(max_steps=1, attention=opts.get("attention", "auto"), compile=compile_, device=device,
+                           loss_chunk_tokens=chunk)
+    if tiny:
+        cfg = cfg.model_copy(update=TINY)
     rt = setup(tcfg)
     with torch.device(rt.device):
         model = Transformer(cfg)
-    model = parallelize(model, rt)
+    model = parallelize(model, rt, loss_chunk_tokens=tcfg.loss_chunk_tokens)
     mode = opts.get("mode")
     if opts.get("compile") == "model":
         model = torch.compile(model, mode=mode)
@@ -85,7 +104,7 @@ def build_fmforge(model_name: str, opts: dict):
         for block in model.layers:
             block.compile(mode=mode)
         model.loss_head = torch.compile(model.loss_head, mode=mode)
-    opt = build_optimizer(model, tcfg, "cuda")
+    opt = build_optimizer(model, tcfg, rt.device.type)
     # the trainer's own step (clip, finite check, optimizer), not a loop written here
     from fmforge.train.step import TrainStep
 
@@ -141,22 +160,24 @@ def build_hf(model_name: str):
     return model, opt, loss_fn, 6 * n + 12 * cfg.num_hidden_layers * cfg.hidden_size * p["context_length"], cfg.vocab_size
 
 
-def build_case(name: str, nanogpt: str | None):
+def build_case(name: str, nanogpt: str | None, device: str = "cuda", tiny: bool = False):
     """(step function, flops per token) of a case: step(i) runs one full optimizer step on
     batch i of 4 fixed random batches and returns the loss, read back as a trainer does."""
     import torch
 
-    system, model_name, batch, seq, opts = CASES[name]
+    system, model_name, batch, seq, opts = case_shape(name, tiny)
     torch.manual_seed(0)
     own_step = None  # fmforge: its trainer's step; the peers: the loop below
+    if system != "fmforge" and (device != "cuda" or tiny):
+        raise SystemExit(f"{name}: the peers run on CUDA at full size only (--device cuda, no --tiny)")
     if system == "fmforge":
-        model, opt, own_step, fpt, vocab = build_fmforge(model_name, opts)
+        model, opt, own_step, fpt, vocab = build_fmforge(model_name, opts, device, tiny)
     elif system == "nanogpt":
         model, opt, loss_fn, fpt, vocab = build_nanogpt(nanogpt)
     else:
         model, opt, loss_fn, fpt, vocab = build_hf(model_name)
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    data = [torch.randint(0, vocab, (batch, seq + 1), device="cuda", generator=gen) for _ in range(4)]
+    gen = torch.Generator(device=device).manual_seed(0)
+    data = [torch.randint(0, vocab, (batch, seq + 1), device=device, generator=gen) for _ in range(4)]
 
     def step(i: int) -> float:
         d = data[i % len(data)]
@@ -172,27 +193,42 @@ def build_case(name: str, nanogpt: str | None):
     return step, fpt
 
 
-def run_case(name: str, steps: int, warmup: int, nanogpt: str | None) -> dict:
+def case_shape(name: str, tiny: bool) -> tuple:
+    system, model_name, batch, seq, opts = CASES[name]
+    return (system, model_name, TINY_BATCH, TINY["context_length"], opts) if tiny else CASES[name]
+
+
+def run_case(name: str, steps: int, warmup: int, nanogpt: str | None, device: str = "cuda",
+             tiny: bool = False) -> dict:
+    import resource
+
     import torch
 
-    system, model_name, batch, seq, opts = CASES[name]
-    step, fpt = build_case(name, nanogpt)
+    system, model_name, batch, seq, opts = case_shape(name, tiny)
+    step, fpt = build_case(name, nanogpt, device, tiny)
+    cuda = device == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     t0 = time.perf_counter()
     for i in range(warmup):
         step(i)
-    torch.cuda.synchronize()
+    sync()
     warm_s = time.perf_counter() - t0
-    torch.cuda.reset_peak_memory_stats()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     losses = [step(i) for i in range(steps)]
-    torch.cuda.synchronize()
+    sync()
     dt = time.perf_counter() - t0
     tps = batch * seq * steps / dt
-    return {"case": name, "system": system, "model": model_name, "batch": batch, "seq": seq, **opts,
-            "tokens_per_s": tps, "mfu": tps * fpt / PEAK, "flops_per_token": fpt,
-            "peak_mem_gb": torch.cuda.max_memory_allocated() / 1e9, "step_ms": dt / steps * 1e3,
-            "warmup_s": warm_s, "final_loss": losses[-1]}
+    # on a CPU the worker's peak RSS (the model, the optimizer, the step's tensors and torch itself)
+    peak = torch.cuda.max_memory_allocated() / 1e9 if cuda else \
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    return {"case": name, "system": system, "model": model_name + ("/tiny" if tiny else ""), "batch": batch,
+            "seq": seq, **opts, "device": device, "tokens_per_s": tps, "mfu": tps * fpt / PEAK if cuda else None,
+            "flops_per_token": fpt, "peak_mem_gb": peak,
+            "peak_mem_kind": "cuda max_memory_allocated" if cuda else "process peak RSS",
+            "step_ms": dt / steps * 1e3, "warmup_s": warm_s, "final_loss": losses[-1]}
 
 
 def main() -> None:
@@ -203,10 +239,13 @@ def main() -> None:
     ap.add_argument("--nanogpt", default=None, help="folder with nanoGPT's model.py")
     ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/train_throughput-DATE.json)")
     ap.add_argument("--case-timeout", type=int, default=240)
+    ap.add_argument("--device", default="cuda", help="cuda, or cpu (fmforge cases only)")
+    ap.add_argument("--tiny", action="store_true", help="fmforge cases at 2 layers of width 128, 4x256 tokens "
+                    "(a CPU check)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
-        print("RESULT " + json.dumps(run_case(a.worker, a.steps, a.warmup, a.nanogpt)), flush=True)
+        print("RESULT " + json.dumps(run_case(a.worker, a.steps, a.warmup, a.nanogpt, a.device, a.tiny)), flush=True)
         return
     import torch  # noqa: F401  (record.write_result reads the GPU through it)
 
@@ -224,7 +263,8 @@ def main() -> None:
     out_path = None
 
     for name in a.cases.split(","):
-        cmd = [sys.executable, __file__, "--worker", name, "--steps", str(a.steps), "--warmup", str(a.warmup)]
+        cmd = [sys.executable, __file__, "--worker", name, "--steps", str(a.steps), "--warmup", str(a.warmup),
+               "--device", a.device] + (["--tiny"] if a.tiny else [])
         if a.nanogpt:
             cmd += ["--nanogpt", a.nanogpt]
         try:
@@ -241,7 +281,8 @@ def main() -> None:
         r = json.loads(lines[0][7:])
         results.append(r)
         write()
-        print(f"{name:28s} {r['tokens_per_s']:>10,.0f} tok/s  MFU {r['mfu']:6.1%}  "
+        mfu = f"{r['mfu']:6.1%}" if r["mfu"] is not None else "   n/a"
+        print(f"{name:28s} {r['tokens_per_s']:>10,.0f} tok/s  MFU {mfu}  "
               f"peak {r['peak_mem_gb']:5.1f} GB  step {r['step_ms']:.0f} ms  warmup {r['warmup_s']:.0f}s", flush=True)
     print(f"wrote {write()}")
 

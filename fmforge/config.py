@@ -279,7 +279,7 @@ class TrainConfig(Section):
     NEUTRAL_FIELDS: ClassVar[tuple[str, ...]] = (
         "device", "compile", "attention", "activation_checkpointing", "threads", "log_every",
         "checkpoint_every", "checkpoint_every_s", "keep_checkpoints", "eval_every", "eval_tokens",
-        "max_bad_steps", "price_per_gpu_hour", "parallel")
+        "max_bad_steps", "price_per_gpu_hour", "parallel", "loss_chunk_tokens")
 
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
@@ -310,6 +310,10 @@ class TrainConfig(Section):
     beta2: float = Field(0.95, ge=0, lt=1)
     grad_clip: float = Field(1.0, ge=0)
     activation_checkpointing: bool = False
+    # The output head and cross-entropy this many tokens at a time, the gradients taken in the
+    # forward (fmforge.model.chunked_loss): the logits and their gradient are held for one
+    # chunk (chunk × vocab), not for every token of the micro-batch. None or 0: all at once.
+    loss_chunk_tokens: Optional[int] = Field(None, ge=0)
     # SDPA kernel preference. auto: cuDNN attention first on Hopper (sm_90), where it is the
     # fastest fused attention; PyTorch's own order (flash first) elsewhere.
     attention: Literal["auto", "cudnn", "flash", "torch"] = "auto"
@@ -383,7 +387,7 @@ class FinetuneConfig(Section):
     BUDGET_FIELDS: ClassVar[tuple[str, ...]] = ("max_steps", "epochs")
     NEUTRAL_FIELDS: ClassVar[tuple[str, ...]] = (
         "enabled", "model", "data", "eval_data", "max_eval_examples", "eval_task", "eval_task_examples",
-        "gradient_checkpointing", "device", "log_every", "checkpoint_every", "checkpoint_every_s",
+        "gradient_checkpointing", "loss_chunk_tokens", "device", "log_every", "checkpoint_every", "checkpoint_every_s",
         "keep_checkpoints", "merge", "sample_prompts", "max_new_tokens", "temperature")
 
     class Lora(Section):  # HF PEFT LoraConfig
@@ -430,6 +434,9 @@ class FinetuneConfig(Section):
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, ge=0)
     gradient_checkpointing: bool = False
+    # as train.loss_chunk_tokens: the output head and cross-entropy this many tokens at a time
+    # (fmforge.model.chunked_loss), so the logits are never held for the whole micro-batch. None or 0: off
+    loss_chunk_tokens: Optional[int] = Field(None, ge=0)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on GPU (LoRA base in bf16)
     seed: int = 0

@@ -57,7 +57,7 @@ EVAL_SCORING = ("max_docs", "max_bytes", "baselines", "tasks", "task_limit", "co
                 "code_temperature", "code_max_new_tokens", "code_timeout_s", "code_memory_mb")
 SAMPLE_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k")
 FINETUNE_NEUTRAL = ("enabled", "device", "log_every", "checkpoint_every", "checkpoint_every_s",
-                    "keep_checkpoints")  # how the finetune stage runs, not what it makes
+                    "keep_checkpoints", "loss_chunk_tokens")  # how the finetune stage runs, not what it makes
 
 
 @dataclass

@@ -354,3 +354,40 @@ def test_cli_lora_merge_report_and_task(run, tmp_path):
     assert "| exact-match (5 examples) |" in (out / "finetune_report.md").read_text()
     assert rep["trainable_percent"] == pytest.approx(100 * rep["trainable_params"] / rep["total_params"])
     assert rep["tokens_per_s"] > 0 and rep["peak_memory_gb"] > 0 and rep["cost"]["device_hours"] > 0
+
+
+@pytest.mark.parametrize("method,packing", [("lora", False), ("lora", True), ("full", False),
+                                            ("prompt-tuning", False)])
+def test_chunked_loss_gives_the_same_steps(run, tmp_path, monkeypatch, method, packing):
+    """finetune.loss_chunk_tokens: the head applied a chunk at a time to the hidden states (frozen
+    under LoRA and prompt tuning, trained and tied in full fine-tuning; after the virtual tokens of
+    prompt tuning; packed rows) gives the losses and gradient norms of the unchunked loss."""
+    from fmforge.model.chunked_loss import ChunkedLinearCrossEntropy
+
+    calls = []
+    apply = ChunkedLinearCrossEntropy.apply
+    monkeypatch.setattr(ChunkedLinearCrossEntropy, "apply", lambda *a: calls.append(a[3]) or apply(*a))
+    logs = []
+    for chunk in (None, 50):
+        base = load_base(run)
+        tok = base.tokenizer
+        exs = load_jsonl(_write(tmp_path / "p.jsonl", _rows()), tok, 96, bos=bos_id(tok, base.model.config)).examples
+        cfg = _cfg(method=method, packing=packing, loss_chunk_tokens=chunk, max_steps=4,
+                   prompt_tuning={"virtual_tokens": 4})
+        rows = pack(exs, 96) if packing else exs
+        torch.manual_seed(0)
+        out = tmp_path / f"c{chunk}"
+        out.mkdir()
+        train_loop(apply_method(base.model, cfg, tok), rows, cfg, CPU, tok.pad_token_id, out, verbose=False)
+        logs.append([json.loads(line) for line in open(out / "metrics.jsonl")])
+    assert len(calls) == 4 and set(calls) == {50}
+    for key in ("loss", "grad_norm"):
+        assert [m[key] for m in logs[1]] == pytest.approx([m[key] for m in logs[0]], rel=1e-5), key
+
+
+def test_chunked_loss_refuses_a_lora_adapter_on_the_head(run):
+    base = load_base(run)
+    cfg = _cfg(loss_chunk_tokens=50, lora={"target_modules": ["q_proj", "lm_head"]})
+    net = apply_method(base.model, cfg, base.tokenizer)
+    with pytest.raises(UserError, match=r"finetune\.loss_chunk_tokens: .*lm_head"):
+        train_loop(net, [], cfg, CPU, base.tokenizer.pad_token_id, verbose=False)

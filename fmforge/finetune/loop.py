@@ -92,9 +92,21 @@ def collate(examples: list[Example], pad_id: int, device: torch.device) -> dict:
     return {k: to_device(v, torch.device(device)) if torch.is_tensor(v) else v for k, v in out.items()}
 
 
-def loss_sum(model, batch: dict, rt: Runtime, n_virtual: int = 0, accuracy: bool = False):
-    """(summed cross-entropy over the trained tokens, their count[, how many the argmax gets right])."""
+def loss_sum(model, batch: dict, rt: Runtime, n_virtual: int = 0, accuracy: bool = False,
+             chunk_tokens: int | None = None):
+    """(summed cross-entropy over the trained tokens, their count[, how many the argmax gets right]).
+    chunk_tokens (finetune.loss_chunk_tokens; not with accuracy, which needs every logit): the head
+    and the loss that many tokens at a time (fmforge.finetune.head)."""
     kw = {k: batch[k] for k in ("attention_mask", "position_ids") if k in batch}
+    if chunk_tokens and not accuracy:
+        from fmforge.finetune.head import hidden_states_out
+        from fmforge.model.chunked_loss import chunked_loss_head
+
+        with rt.autocast():
+            with hidden_states_out(model) as weight:
+                h = model(input_ids=batch["input_ids"], use_cache=False, **kw).logits
+            loss = chunked_loss_head(h[:, n_virtual:], weight, batch["targets"], "sum", chunk_tokens=chunk_tokens)
+        return loss, int((batch["targets"] != IGNORE).sum())
     with rt.autocast():
         logits = model(input_ids=batch["input_ids"], use_cache=False, **kw).logits
     logits = logits[:, n_virtual:]
@@ -180,6 +192,10 @@ def train_loop(model, examples: list[Example], cfg: FinetuneConfig, rt: Runtime,
     opt = build_optimizer(model, tcfg, rt.device.type)
     params = [p for p in model.parameters() if p.requires_grad]
     n_virtual = virtual_tokens(model)
+    if cfg.loss_chunk_tokens:
+        from fmforge.finetune.head import check_chunked_head
+
+        check_chunked_head(model)
     if rt.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(rt.device)
     torch.manual_seed(cfg.seed)
@@ -231,7 +247,7 @@ def train_loop(model, examples: list[Example], cfg: FinetuneConfig, rt: Runtime,
                 count = sum(int((b["targets"] != IGNORE).sum()) for b in group)
                 total = torch.zeros((), device=rt.device)
                 for b in group:
-                    s, _ = loss_sum(model, b, rt, n_virtual)
+                    s, _ = loss_sum(model, b, rt, n_virtual, chunk_tokens=cfg.loss_chunk_tokens)
                     (s / max(1, count)).backward()
                     total += s.detach()
                 gn = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf")))

@@ -11,6 +11,7 @@ torch.compile wraps each block, which compiles once and is reused by every layer
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -110,9 +111,17 @@ def choose_strategy(cfg: TrainConfig, n_params: int, world: int) -> tuple[str, s
                    "a replica fits, one all-reduce per step is cheapest")
 
 
-def parallelize(model: torch.nn.Module, rt: Runtime, activation_checkpointing: bool = False) -> torch.nn.Module:
-    """Move to the device, then (optionally) checkpoint, compile, and wrap or shard by rt.strategy."""
+def parallelize(model: torch.nn.Module, rt: Runtime, activation_checkpointing: bool = False,
+                loss_chunk_tokens: int | None = None) -> torch.nn.Module:
+    """Move to the device, then (optionally) checkpoint, chunk the loss head, compile, and wrap or
+    shard by rt.strategy."""
     model.to(rt.device)
+    if loss_chunk_tokens:
+        # train.loss_chunk_tokens: the same head and loss, the logits held one chunk at a time.
+        # Under FSDP2 the head's weight reaches it gathered (a plain tensor) as in loss_head.
+        from fmforge.model.chunked_loss import chunked_loss_head
+
+        model.loss_head = functools.partial(chunked_loss_head, chunk_tokens=loss_chunk_tokens)
     if activation_checkpointing:
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
@@ -126,7 +135,7 @@ def parallelize(model: torch.nn.Module, rt: Runtime, activation_checkpointing: b
             dynamo_config.suppress_errors = True
         # Each block on its own: they share one compiled graph, so compilation takes
         # seconds, not the minutes of a whole-model compile. The loss head apart, so that
-        # the fp32 logits stay inside fused kernels.
+        # the fp32 logits stay inside fused kernels (chunked, its loop is unrolled: one graph).
         # With model.value_embeds and unet_skips the blocks are of up to four kinds (a table or
         # not, a skip or not), each compiled apart for training, for no-grad eval and for other
         # lengths: past dynamo's default limit of 8 graphs, after which the rest ran eager.

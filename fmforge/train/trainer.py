@@ -169,7 +169,7 @@ class Trainer:
             model = Transformer(self.mcfg)
         self.n_params = count_params(self.mcfg).total
         rt.strategy, self.why = choose_strategy(cfg, self.n_params, rt.world)
-        self.model = parallelize(model, rt, cfg.activation_checkpointing)
+        self.model = parallelize(model, rt, cfg.activation_checkpointing, cfg.loss_chunk_tokens)
         self.opt = build_optimizer(self.model, cfg, rt.device.type)
         # measuring: FLOPs per token and the device's peak, for MFU
         self.fpt = flops_per_token(self.mcfg, self.seq)
@@ -185,7 +185,8 @@ class Trainer:
         say(f"parallel: {rt.strategy} on {rt.world} rank{'s' if rt.world > 1 else ''} ({self.why})")
         say(f"batch: {self.tokens_per_step:,} tokens/step ({cfg.micro_batch}×{self.seq}×{rt.world} devices×"
             f"{self.accum} accum); device {rt.device}{' (' + acc.name + ')' if acc else ''}, "
-            f"{'bf16 autocast' if rt.autocast_dtype else 'fp32'}, compile {'on' if rt.compile else 'off'}")
+            f"{'bf16 autocast' if rt.autocast_dtype else 'fp32'}, compile {'on' if rt.compile else 'off'}"
+            f"{f', loss head in chunks of {cfg.loss_chunk_tokens:,} tokens' if cfg.loss_chunk_tokens else ''}")
         peak_text = f"{acc.bf16_tflops:.0f} TFLOP/s × {rt.world}" if acc else "unknown peak (no MFU on this device)"
         say(f"MFU = tokens/s × (6·N + 12·L·d·T) / peak = tokens/s × {self.fpt:.4g} / {peak_text}")
 
