@@ -141,6 +141,25 @@ def test_7b_adamw_mixed_precision_is_16_bytes_per_param_plus_activations():
     assert ckpt["activations_gb"] < m["activations_gb"] / 5
 
 
+def test_a_chunked_loss_head_counts_one_chunk_of_logits():
+    """train.loss_chunk_tokens: the head keeps ∂h (2 bytes x d a token) and ∂W (fp32) and holds
+    one chunk's logits (10 bytes an entry) where it held all of them at 6 bytes an entry."""
+    cfg = ModelConfig(**PRESETS["llama-1b"])  # d 2048, vocab 32000
+    body = 22 * 16 * 2048 * 2 * (6 * 2048 + 2 * 256 + 4 * 5632)  # 16 x 2048 tokens, kv_dim 4·64
+    whole = memory.breakdown(1.1e9, cfg, 16, 2048, 1, "none", False)["activations_gb"] * 1e9
+    chunked = memory.breakdown(1.1e9, cfg, 16, 2048, 1, "none", False, loss_chunk=4096)["activations_gb"] * 1e9
+    assert whole == pytest.approx(body + 32768 * 32000 * 6)  # 6.3 GB of logits
+    assert chunked == pytest.approx(body + 2 * 2048 * 32768 + 4 * 32000 * 2048 + 10 * 4096 * 32000)  # 1.7 GB
+    # from a recipe, as `fmforge cost estimate --recipe ... --set train.loss_chunk_tokens=N` reads it
+    base = ["estimate", "--recipe", "demo", "--tokens", "1e9", "--set", "cost.gpu=h100"]
+    off, on = cli_json(*base)["memory"], cli_json(*base, "--set", "train.loss_chunk_tokens=512")["memory"]
+    assert off["loss_chunk_tokens"] is None and on["loss_chunk_tokens"] == 512
+    tokens, d, v = 16 * 256, 192, 4096  # the demo recipe: micro-batch 16 x 256, preset tiny (d 192), vocab 4096
+    drop = tokens * v * 6 - (2 * d * tokens + 4 * v * d + 10 * 512 * v)
+    assert (off["schemes"]["none"]["activations_gb"] - on["schemes"]["none"]["activations_gb"]) * 1e9 == \
+        pytest.approx(drop)
+
+
 def test_sharding_and_min_devices_for_7b_on_80gb():
     spec = est.model_from_preset("llama-7b")
     rep = memory.memory_report(spec, hardware.get("h100"), 8)

@@ -168,7 +168,7 @@ def estimate_cmd(
         model = est.model_from_recipe(r)
         if seq_len is not None:
             model = est.model_from_config(model.cfg.model_copy(update={"context_length": seq_len}), model.label, b)
-        model.micro_batch = b
+        model.micro_batch, model.loss_chunk_tokens = b, r.train.loss_chunk_tokens or None
     else:
         model = None
     n_tokens = _count(tokens, "--tokens")  # 0 is refused by est.estimate, not replaced by the recipe's
@@ -222,7 +222,8 @@ def _render_estimate(r: dict) -> None:
     console.print(t)
     mem = r.get("memory")
     if mem:
-        mt = Table(title=f"memory per device, GB (micro-batch {mem['micro_batch']} x {mem['seq_len']} tokens, "
+        chunk = f", loss in chunks of {mem['loss_chunk_tokens']:,} tokens" if mem.get("loss_chunk_tokens") else ""
+        mt = Table(title=f"memory per device, GB (micro-batch {mem['micro_batch']} x {mem['seq_len']} tokens{chunk}, "
                          f"{mem['bytes_per_param']} B/param AdamW mixed precision, {mem['capacity_gb']} GB x {mem['usable_fraction']} usable)")
         for col in ("scheme", "devices", "weights", "grads", "optim", "acts", "total", "fits", "min dev"):
             mt.add_column(col, justify="right")

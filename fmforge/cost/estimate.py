@@ -39,6 +39,7 @@ class ModelSpec:
     cfg: ModelConfig  # the shape used for activation memory
     shape_inferred: bool  # True when only a parameter count was given
     micro_batch: int = 1
+    loss_chunk_tokens: int | None = None  # train.loss_chunk_tokens: the head's memory (fmforge.cost.memory)
 
     @property
     def seq_len(self) -> int:
@@ -98,7 +99,9 @@ def model_from_recipe(recipe: Recipe) -> ModelSpec:
     cfg = recipe.model
     if not cfg.vocab_size:  # the recipe leaves it to the tokenizer it trains
         cfg = cfg.model_copy(update={"vocab_size": recipe.tokenizer.vocab_size})
-    return model_from_config(cfg, f"recipe {recipe.name}", recipe.train.micro_batch)
+    spec = model_from_config(cfg, f"recipe {recipe.name}", recipe.train.micro_batch)
+    spec.loss_chunk_tokens = recipe.train.loss_chunk_tokens or None
+    return spec
 
 
 def recipe_tokens(recipe: Recipe) -> int | None:
