@@ -34,8 +34,12 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write a file by temp file + rename: readers see the old or the new file, never half."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:  # a full disk or an interrupt: leave no half-written temp file behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _relation(out: Path, inp: Path) -> str | None:
