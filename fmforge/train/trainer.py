@@ -288,10 +288,7 @@ class Trainer:
         s.step += 1
         s.elapsed += dt
         if self.plan.observe(s.step, s.elapsed):
-            m = self.plan.measured
-            metrics.say(f"\ntime budget {cfg.time_budget_s:g} s at {m['sec_per_step']:.3g} s/step (measured over "
-                        f"{m['at_step'] - self.plan.skip_until} steps): {self.plan.horizon()} steps planned"
-                        + (", fixed" if m["fixed"] else ""))
+            metrics.say("\n" + self.plan.describe())
         tps = self.tokens_per_step / dt
         mfu = tps * self.fpt / self.peak if self.peak else None
         if mfu is not None and s.step > 3:
