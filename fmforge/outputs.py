@@ -97,6 +97,29 @@ class OutputDir:
         return gone
 
 
+def _stage_of(folder: Path) -> str | None:
+    """The stage named in a pipeline stage record (stage.json, or started.json while it runs)."""
+    for f in ("stage.json", "started.json"):
+        try:
+            stage = json.loads((folder / f).read_text()).get("deps", {}).get("stage")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(stage, str):
+            return stage
+    return None
+
+
+def _pipeline_folder(out: Path) -> str | None:
+    """How to name `out` when the pipeline (fmforge.pipeline) wrote it: a stage folder of a
+    run, or a run folder; None otherwise."""
+    stage = _stage_of(out)
+    if stage:
+        return f"the {stage} stage of the fmforge run {out.parent} (recipe name `{out.parent.name}`)"
+    if any(_stage_of(p) for p in out.iterdir() if p.is_dir()):
+        return f"the fmforge run folder of recipe name `{out.name}`"
+    return None
+
+
 def claim(out: Path, kind: str, inputs: Iterable[Path | str] = (), flag: str = "--out") -> OutputDir:
     """Make `out` a folder this command may write, or raise UserError saying why not."""
     out = Path(out)
@@ -118,6 +141,11 @@ def claim(out: Path, kind: str, inputs: Iterable[Path | str] = (), flag: str = "
                 raise UserError(f"{flag} {out} was written by `fmforge {owner}`, not `fmforge {kind}`: "
                                 "choose another output folder")
         elif foreign:
+            what = _pipeline_folder(out)
+            if what:  # ours, but the pipeline's: its stage records decide what happens to it
+                raise UserError(f"{flag} {out} is {what}, which `fmforge run` keeps up to date: run that recipe "
+                                f"(e.g. `fmforge run --recipe RECIPE`), or choose another {flag} for a separate "
+                                f"`fmforge {kind}` output")
             shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
             raise UserError(f"{flag} {out} already holds files fmforge did not write ({shown}): "
                             "choose a new or empty folder")
