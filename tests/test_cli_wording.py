@@ -49,3 +49,26 @@ def test_an_out_into_a_folder_of_the_pipeline_says_whose_it_is(trained, corpus_d
         assert says in msg and "fmforge run" in msg and "another --out" in msg, msg
         assert "did not write" not in msg, msg
         assert _files(run) == before  # refused: nothing written, moved or removed
+
+
+def _fmforge(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "fmforge", *args], capture_output=True, text=True)
+
+
+def test_config_check_validates_a_recipe_and_exits_0_or_2_naming_the_field(tmp_path, corpus_dir):
+    import yaml
+
+    good = write_recipe(tmp_path / "good.yaml", corpus_dir, tmp_path / "runs")
+    r = _fmforge("config", "check", str(good))
+    assert r.returncode == 0 and "valid" in r.stdout, r.stderr
+    assert not (tmp_path / "runs").exists()  # checking runs nothing
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**yaml.safe_load(good.read_text()), "train": {"lr": -1}}))
+    r = _fmforge("config", "check", "--recipe", str(bad))
+    assert r.returncode == 2 and "train.lr" in r.stderr and str(bad) in r.stderr and "Traceback" not in r.stderr
+    r = _fmforge("config", "check", str(good), "--set", "model.n_layers=0")
+    assert r.returncode == 2 and "model.n_layers" in r.stderr
+    assert "check" in _cli("config", "--help").output
