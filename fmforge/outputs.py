@@ -189,6 +189,28 @@ def locked(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def missing_folders(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, innermost first: what a
+    mkdir(parents=True) of it would create."""
+    out, p = [], Path(folder).absolute()
+    while not p.exists() and p != p.parent:
+        out.append(p)
+        p = p.parent
+    return out
+
+
+def remove_if_empty(made: list[Path]) -> None:
+    """Undo `missing_folders`' creations that hold nothing (their lock at most), innermost
+    first; a folder with anything else in it stays, and so do all above it."""
+    for d in made:
+        try:
+            if {p.name for p in d.iterdir()} <= {LOCK}:
+                (d / LOCK).unlink(missing_ok=True)
+            d.rmdir()  # fails, and stops here, if anything appeared meanwhile
+        except OSError:
+            return
+
+
 @contextmanager
 def claimed(out: Path, kind: str, inputs: Iterable) -> Iterator[OutputDir]:
     """claim(out) for the block; on a user error, a folder this call created is removed
