@@ -27,7 +27,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-config_app = typer.Typer(help="Show and check recipes.\n\nExample: fmforge config show --recipe recipes/demo.yaml",
+config_app = typer.Typer(help="Show and check recipes.\n\nExamples:\n  fmforge config show --recipe recipes/demo.yaml"
+                              "\n  fmforge config check my-recipe.yaml --set train.max_steps=50",
                          no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
@@ -77,6 +78,24 @@ def config_show(recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = S
     Example: fmforge config show --recipe recipes/demo.yaml --set model.d_model=512
     """
     sys.stdout.write(recipe_to_yaml(recipe_from(recipe, set_)))
+
+
+@config_app.command("check")
+def config_check(path: Optional[str] = typer.Argument(None, metavar="[RECIPE]", help="recipe YAML file or built-in "
+                                                                                      "name (or --recipe)"),
+                 recipe: Optional[str] = RecipeOpt, set_: Optional[List[str]] = SetOpt):
+    """Validate a recipe without running anything (exit 0 valid, 2 invalid).
+
+    The recipe is checked as every verb loads it (extends, preset, then each --set); an
+    invalid one is reported with the field and the reason.
+
+    Example: fmforge config check recipes/demo.yaml --set train.max_steps=50
+    """
+    if path is not None and recipe is not None and path != recipe:
+        raise UserError(f"two recipes given ({path} and --recipe {recipe}): give one")
+    r = recipe_from(path or recipe, set_)
+    console.print(f"recipe {escape(path or recipe or 'demo')}: valid (name {escape(r.name)}, run folder "
+                  f"{escape(str(r.run_dir))})", highlight=False)
 
 
 # ------------------------------------------------------------------ train / eval

@@ -521,6 +521,21 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _is_list(annotation: Any) -> bool:
+    """list[...] or Optional[list[...]]: a field whose only non-None form is a list."""
+    import types
+    import typing
+
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return len(kinds) == 1 and _is_list(kinds[0])
+    return annotation is list or typing.get_origin(annotation) is list
+
+
+def _scalar(value: Any) -> bool:
+    return value is not None and not isinstance(value, (list, dict))
+
+
 def _apply_override(data: dict, key: str, value: Any, known: BaseModel) -> None:
     parts = key.split(".")
     node, model = data, known
@@ -531,7 +546,7 @@ def _apply_override(data: dict, key: str, value: Any, known: BaseModel) -> None:
             allowed = ", ".join(sorted(fields)) or "(none)"
             raise RecipeError(f"--set {key}: unknown field '{part}' in {where}; allowed: {allowed}")
         if i == len(parts) - 1:
-            node[part] = value
+            node[part] = [value] if _is_list(fields[part].annotation) and _scalar(value) else value
         else:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
@@ -539,10 +554,17 @@ def _apply_override(data: dict, key: str, value: Any, known: BaseModel) -> None:
             model = getattr(model, part)
 
 
-def _format_validation(err: ValidationError, source: str) -> str:
-    lines = [f"invalid recipe {source}:"]
+def _format_validation(err: ValidationError, source: str, sets: dict[str, str] | None = None) -> str:
+    """One line per error, blaming where the value came from: a `--set key=value` (`sets`:
+    key → the item as given) for errors in the field it set, else the recipe file."""
+    sets = sets or {}
+    lines, from_file, around = [], False, []
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"])
+        given = next((k for k in sets if loc == k or loc.startswith(k + ".")), None)
+        from_file |= given is None
+        if given is None:  # a check across a section's fields may be about a --set inside it
+            around += [v for k, v in sets.items() if (not loc or k.startswith(loc + ".")) and v not in around]
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
@@ -557,8 +579,14 @@ def _format_validation(err: ValidationError, source: str) -> str:
             msg = f"{msg} (got {e.get('input')!r})"
         elif "input" in e and not isinstance(e["input"], dict):
             msg = f"{msg} (got {e['input']!r})"
-        lines.append(f"  {loc or 'recipe'}: {msg}" if loc else f"  {msg}")
-    return "\n".join(lines)
+        if given is not None:
+            lines.append(f"  --set {sets[given]}: {msg}" if loc == given else f"  --set {sets[given]}: {loc}: {msg}")
+        else:
+            lines.append(f"  {loc or 'recipe'}: {msg}" if loc else f"  {msg}")
+    head = f"invalid recipe {source}" if from_file else "invalid setting"
+    if around:
+        head += f" with {', '.join('--set ' + v for v in around)}"
+    return "\n".join([head + ":", *lines])
 
 
 def resolve_recipe_path(recipe: str | Path | None) -> Path:
@@ -588,16 +616,18 @@ def load_recipe(recipe: str | Path | None = None, overrides: list[str] | None = 
     if not isinstance(data, dict):
         raise RecipeError(f"recipe {path} must be a mapping of sections, got {type(data).__name__}")
     data = _extended(data, path, [path.resolve()])
+    sets: dict[str, str] = {}
     for item in overrides or []:
         if "=" not in item:
             raise RecipeError(f"--set expects key=value, got '{item}'")
         key, value = item.split("=", 1)
         _apply_override(data, key.strip(), _parse_value(value), Recipe())
+        sets[key.strip()] = f"{key.strip()}={value}"
     data = _with_preset(data, path)
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:
-        raise RecipeError(_format_validation(e, str(path))) from None
+        raise RecipeError(_format_validation(e, str(path), sets)) from None
 
 
 def _empty_sections(data: dict, model: type[BaseModel]) -> dict:

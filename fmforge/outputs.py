@@ -34,8 +34,12 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write a file by temp file + rename: readers see the old or the new file, never half."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:  # a full disk or an interrupt: leave no half-written temp file behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _relation(out: Path, inp: Path) -> str | None:
@@ -93,6 +97,29 @@ class OutputDir:
         return gone
 
 
+def _stage_of(folder: Path) -> str | None:
+    """The stage named in a pipeline stage record (stage.json, or started.json while it runs)."""
+    for f in ("stage.json", "started.json"):
+        try:
+            stage = json.loads((folder / f).read_text()).get("deps", {}).get("stage")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(stage, str):
+            return stage
+    return None
+
+
+def _pipeline_folder(out: Path) -> str | None:
+    """How to name `out` when the pipeline (fmforge.pipeline) wrote it: a stage folder of a
+    run, or a run folder; None otherwise."""
+    stage = _stage_of(out)
+    if stage:
+        return f"the {stage} stage of the fmforge run {out.parent} (recipe name `{out.parent.name}`)"
+    if any(_stage_of(p) for p in out.iterdir() if p.is_dir()):
+        return f"the fmforge run folder of recipe name `{out.name}`"
+    return None
+
+
 def claim(out: Path, kind: str, inputs: Iterable[Path | str] = (), flag: str = "--out") -> OutputDir:
     """Make `out` a folder this command may write, or raise UserError saying why not."""
     out = Path(out)
@@ -114,6 +141,11 @@ def claim(out: Path, kind: str, inputs: Iterable[Path | str] = (), flag: str = "
                 raise UserError(f"{flag} {out} was written by `fmforge {owner}`, not `fmforge {kind}`: "
                                 "choose another output folder")
         elif foreign:
+            what = _pipeline_folder(out)
+            if what:  # ours, but the pipeline's: its stage records decide what happens to it
+                raise UserError(f"{flag} {out} is {what}, which `fmforge run` keeps up to date: run that recipe "
+                                f"(e.g. `fmforge run --recipe RECIPE`), or choose another {flag} for a separate "
+                                f"`fmforge {kind}` output")
             shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
             raise UserError(f"{flag} {out} already holds files fmforge did not write ({shown}): "
                             "choose a new or empty folder")
@@ -155,6 +187,28 @@ def locked(folder: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, innermost first: what a
+    mkdir(parents=True) of it would create."""
+    out, p = [], Path(folder).absolute()
+    while not p.exists() and p != p.parent:
+        out.append(p)
+        p = p.parent
+    return out
+
+
+def remove_if_empty(made: list[Path]) -> None:
+    """Undo `missing_folders`' creations that hold nothing (their lock at most), innermost
+    first; a folder with anything else in it stays, and so do all above it."""
+    for d in made:
+        try:
+            if {p.name for p in d.iterdir()} <= {LOCK}:
+                (d / LOCK).unlink(missing_ok=True)
+            d.rmdir()  # fails, and stops here, if anything appeared meanwhile
+        except OSError:
+            return
 
 
 @contextmanager

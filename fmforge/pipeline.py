@@ -36,7 +36,7 @@ from pathlib import Path
 from fmforge import __version__
 from fmforge.config import Recipe
 from fmforge.errors import UserError
-from fmforge.outputs import LOCK, MARK, atomic_write_text, locked
+from fmforge.outputs import LOCK, MARK, atomic_write_text, locked, missing_folders, remove_if_empty
 
 STAGES = ["collect", "prepare", "tokenizer", "train", "eval", "sample"]
 
@@ -192,8 +192,12 @@ class Pipeline:
             yield
             return
         self._refuse_foreign_run_dir()
-        with locked(self.dir):
-            yield
+        made = missing_folders(self.dir)
+        try:
+            with locked(self.dir):
+                yield
+        finally:  # a first run that failed before writing anything leaves no empty run folder
+            remove_if_empty(made)
 
     def _refuse_foreign_run_dir(self) -> None:
         """`out_dir`/`name` may name a folder of the user's: if it holds files but no stage

@@ -90,3 +90,29 @@ def test_an_empty_section_is_its_defaults(tmp_path):
         load_recipe(p)
     (tmp_path / "child.yaml").write_text("extends: demo\ntrain:\n")  # keeps the demo's train section
     assert load_recipe(tmp_path / "child.yaml").train == load_recipe("demo").train
+
+
+def test_a_bad_set_value_is_blamed_on_the_set_not_the_file(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\ntrain:\n  max_steps: 5\n")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(str(recipe), ["data.sources=[1]", "train.lr=-1"])
+    msg = str(e.value)
+    assert "--set data.sources=[1]: data.sources.0:" in msg and "--set train.lr=-1: " in msg, msg
+    assert str(recipe) not in msg, msg  # the file holds no error
+    recipe.write_text("name: r\ntrain:\n  max_steps: -5\n")
+    with pytest.raises(RecipeError) as e:  # an error of the file's own is still the file's
+        load_recipe(str(recipe), ["train.lr=0.1"])
+    assert f"invalid recipe {recipe}" in str(e.value) and "train.max_steps" in str(e.value)
+    assert "--set train.lr=0.1:" not in str(e.value)
+
+
+def test_a_single_value_set_into_a_list_field_is_a_list_of_one():
+    r = load_recipe(None, ["data.sources=stdlib", "data.include=*.py", "eval.tasks=hellaswag",
+                           "finetune.lora.target_modules=wq", "train.max_steps=3"])
+    assert r.data.sources == ["stdlib"] and r.data.include == ["*.py"] and r.eval.tasks == ["hellaswag"]
+    assert r.finetune.lora.target_modules == ["wq"]
+    assert r.train.max_steps == 3  # not a list field: as given
+    assert load_recipe(None, ["data.sources=[a, b]"]).data.sources == ["a", "b"]
+    with pytest.raises(RecipeError, match="train.max_steps"):
+        load_recipe(None, ["train.max_steps=[3]"])  # a list into a scalar field stays an error

@@ -210,6 +210,22 @@ def test_too_long_policy(run, tmp_path):
     assert [b.line for b in ds.bad] == [1] and "finetune.max_length 24" in ds.bad[0].reason
 
 
+def test_the_default_max_length_is_fitted_to_the_models_context(run, tmp_path, capfd):
+    """The default finetune.max_length (512) is over this model's 96-token context: rows longer
+    than the context would put tokens at positions it never trained on. They are fitted to it."""
+    tok = load_base(run).tokenizer
+    long = {"prompt": "alpha " * 150 + "\n", "completion": "beta gamma"}
+    n = 1 + len(tok(long["prompt"] + long["completion"], add_special_tokens=False)["input_ids"]) + 1
+    assert 96 < n <= 512  # fits the default, not the context
+    data = _write(tmp_path / "d.jsonl", [long] * 4 + _rows(20))
+    assert FinetuneConfig().max_length == 512
+    rep = finetune(run, data, tmp_path / "out", _cfg(max_length=512, max_steps=1), verbose=True)
+    assert rep["config"]["max_length"] == 96 and rep["data"]["train"]["truncated"] == 4
+    assert "finetune.max_length 512 is over the model's context (96 tokens)" in capfd.readouterr().err
+    rep = finetune(run, data, tmp_path / "pt", _cfg(max_length=512, max_steps=1, method="prompt-tuning"), verbose=False)
+    assert rep["config"]["max_length"] == 96 - 20  # the virtual tokens take their share of the context
+
+
 SOURCE = '''import os
 
 def top(a, b=1):

@@ -123,3 +123,14 @@ def test_the_checker_catches_a_figure_that_is_in_no_file(tmp_path):
     assert "no result file cited" in check("- a figure 1.234 with no file")[0]
     assert check(f"- a ratio 987654.3x (benchmarks/results/{name})")
     assert [f[1] for f in figures("8.9x-16.0x and 1,532.5 tok/s, 55.9%")] == [8.9, 16.0, 1532.5, 55.9]
+
+
+def test_the_demo_recipe_and_the_readme_quote_the_measured_demo_time():
+    """Both say how long the demo takes: the `fmforge run` wall time of the README's demo result
+    file, in whole minutes."""
+    cited = CITE.findall(section(README, "What the demo does"))[0]
+    minutes = round(json.loads((ROOT / "benchmarks" / "results" / cited).read_text())["wall_s"]["run"] / 60)
+    readme = re.search(r"took (\d+) minutes", section(README, "What the demo does"))
+    recipe = re.search(r"about (\d+) minutes", (ROOT / "recipes" / "demo.yaml").read_text(encoding="utf-8"))
+    assert readme and int(readme.group(1)) == minutes
+    assert recipe and int(recipe.group(1)) == minutes, f"recipes/demo.yaml says {recipe and recipe.group(0)}"

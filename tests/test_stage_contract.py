@@ -188,3 +188,15 @@ def test_a_run_folder_of_the_users_is_refused_before_anything_is_written(small_r
     assert r.returncode == 2 and "did not write" in r.stderr and "Traceback" not in r.stderr
     assert sorted(p.name for p in mine.iterdir()) == ["report.md"]
     assert (mine / "report.md").read_text() == "my report"
+
+
+def test_a_first_run_that_fails_on_its_input_leaves_no_empty_run_folder(tmp_path, corpus_dir):
+    """The folders the run created (runs/ and runs/t) go again when nothing was written to them;
+    a run folder that was there before stays, and so does one that holds anything else."""
+    recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "no-such-source", tmp_path / "runs")
+    r = cli("run", "--recipe", str(recipe))
+    assert r.returncode == 2 and "no-such-source" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]
+    (tmp_path / "runs" / "t").mkdir(parents=True)  # there before: kept, though empty
+    assert cli("run", "--recipe", str(recipe)).returncode == 2
+    assert (tmp_path / "runs" / "t").is_dir()

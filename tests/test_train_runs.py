@@ -3,6 +3,7 @@ checkpoints on signals and by time, no silent overwrite, errors that name the fi
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -247,3 +248,24 @@ def test_demo_budget_is_tokens_with_a_generous_time_cap():
         twin = Path(__file__).resolve().parents[1] / "recipes" / f.name
         assert twin.read_text() == f.read_text(), f.name
         yaml.safe_load(f.read_text())
+
+
+@pytest.mark.parametrize("limit", ["max_steps", "max_tokens"])
+def test_the_plan_line_names_the_budget_that_ends_the_run(base, tmp_path, fake_clock, capfd, limit):
+    r, tok = base
+    # 0.1 s steps in a 10 s budget: the time allows 100 steps; the step or token budget stops at 8
+    budget = {"max_steps": 8, "max_tokens": None} if limit == "max_steps" else \
+        {"max_steps": None, "max_tokens": 8 * TOKENS_PER_STEP}
+    res = train(tr(r, time_budget_s=10.0, warmup_steps=1, **budget), tok, tmp_path / "t", verbose=True)
+    assert res.steps == 8
+    line = next(x for x in capfd.readouterr().err.splitlines() if x.startswith("time budget"))
+    m = re.search(rf": (\d+) steps fit; train\.{limit} ends the run at 8\b", line)
+    assert m and int(m.group(1)) == pytest.approx(10.0 / fake_clock, abs=1), line
+    assert "steps planned" not in line
+
+
+def test_the_plan_line_of_a_run_the_time_budget_ends_says_its_planned_steps(base, tmp_path, fake_clock, capfd):
+    r, tok = base
+    res = train(tr(r, time_budget_s=1.5, max_steps=100, warmup_steps=1), tok, tmp_path / "t", verbose=True)
+    line = next(x for x in capfd.readouterr().err.splitlines() if x.startswith("time budget"))
+    assert re.search(rf": {res.steps} steps planned", line) and "fit" not in line, line

@@ -14,6 +14,7 @@ from fmforge.eval.valdocs import with_sources
 from fmforge.tokenizer.bpe import EOT, load
 from fmforge.tokenizer.shards import open_split
 from fmforge.model.weights import load_model
+from fmforge.outputs import atomic_write_text
 
 
 def _device() -> torch.device:
@@ -50,7 +51,7 @@ def evaluate_run(recipe: Recipe, run_dir: Path, out: Path) -> dict:
         summary["core"] = core_score(summary["tasks"])
     train_summary = _train_summary(run_dir / "train" / "summary.json")
     summary["cost"] = _cost(train_summary, recipe)
-    (out / "eval.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "eval.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -84,5 +85,5 @@ def sample_run(recipe: Recipe, run_dir: Path, out: Path) -> dict:
     ids = [tok.token_to_id(EOT)] + tok.encode(e.prompt, add_special_tokens=False).ids
     new = generate(model, ids, e.max_new_tokens, e.temperature, e.top_k, stop_id=tok.token_to_id(EOT))
     text = tok.decode(new, skip_special_tokens=False)
-    (out / "sample.txt").write_text(e.prompt + text)
+    atomic_write_text(out / "sample.txt", e.prompt + text)
     return {"prompt": e.prompt, "sample": text}

@@ -1,6 +1,7 @@
 """`fmforge export` and `fmforge import-hf` (mounted by fmforge.cli)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -57,7 +58,9 @@ def register(app: typer.Typer) -> None:
             save_model(model.state_dict(), model.cfg, od.path)
             files = ["model.safetensors", "model.json"]
             if tok is not None:
-                tok.save(str(od.path / "tokenizer.json"))
+                tmp = od.path / ".tokenizer.json.tmp"  # by rename: never a half-written tokenizer.json
+                tok.save(str(tmp))
+                os.replace(tmp, od.path / "tokenizer.json")
                 files.append("tokenizer.json")
             od.record(files)
         typer.echo(f"wrote {out}")

@@ -94,6 +94,28 @@ def load_base(path: Path | str, tokenizer: Path | str | None = None) -> Base:
     return Base(model, tok, source, path.resolve())
 
 
+def within_context(cfg: FinetuneConfig, model) -> tuple[FinetuneConfig, str | None]:
+    """`cfg` with finetune.max_length capped to what the model reads: its context (HF
+    max_position_embeddings / n_positions), less prompt tuning's virtual tokens. Rows longer than
+    that put tokens at positions the model never trained on (RoPE extrapolates without an
+    error), so the default 512 is fitted to a 256-token demo model. The note says so, or None."""
+    ctx = next((v for v in (getattr(model.config, k, None) for k in ("max_position_embeddings", "n_positions"))
+                if isinstance(v, int) and v > 0), None)
+    if ctx is None:
+        return cfg, None
+    virtual = cfg.prompt_tuning.virtual_tokens if cfg.method == "prompt-tuning" else 0
+    fits = ctx - virtual
+    if fits < 8:
+        raise UserError(f"finetune.prompt_tuning.virtual_tokens {virtual} leaves {fits} of the model's {ctx}-token "
+                        "context for the examples: lower it")
+    if cfg.max_length <= fits:
+        return cfg, None
+    less = f" less {virtual} virtual tokens" if virtual else ""
+    return cfg.model_copy(update={"max_length": fits}), (
+        f"finetune.max_length {cfg.max_length} is over the model's context ({ctx} tokens{less}): examples are "
+        f"fitted to {fits} tokens (finetune.too_long: {cfg.too_long})")
+
+
 def lora_targets(model, cfg: FinetuneConfig) -> list[str]:
     if cfg.lora.target_modules:
         return list(cfg.lora.target_modules)

@@ -30,7 +30,7 @@ BASE_EVAL_FIELDS = ("eval_task", "eval_task_examples", "sample_prompts", "max_ne
 from fmforge.finetune.data import (IGNORE, Dataset, Example, FinetuneDataError, bos_id, check_bad, load_jsonl,
                                    pack, split_heldout)
 from fmforge.finetune.loop import evaluate_loss, runtime, say, train_loop
-from fmforge.finetune.model import apply_method, load_base, parameter_counts, quiet_libraries
+from fmforge.finetune.model import apply_method, load_base, parameter_counts, quiet_libraries, within_context
 from fmforge.finetune.report import report_markdown
 from fmforge.outputs import atomic_write_text
 
@@ -147,6 +147,9 @@ def finetune(model: Path | str, data: Path | str, out: Path | str, cfg: Finetune
     torch.manual_seed(cfg.seed)
     base = load_base(model, tokenizer)
     tok = base.tokenizer
+    cfg, note = within_context(cfg, base.model)
+    if note:
+        say(f"[finetune] {note}", verbose)
     bos = bos_id(tok, base.model.config)
     train_ex, held, sets = load_data(Path(data), Path(eval_data) if eval_data else None, tok, cfg, bos, verbose)
     rows = train_ex

@@ -24,13 +24,15 @@ def run_finetune_stage(recipe: Recipe, run_dir: Path, out: Path, verbose: bool =
     data, eval_data = Path(cfg.data), Path(cfg.eval_data) if cfg.eval_data else None
     pairs = None
     if cfg.data == CORPUS_FUNCTIONS:
-        from fmforge.finetune.model import load_base
+        from fmforge.finetune.model import load_base, within_context
         from fmforge.finetune.pairs import build_corpus_pairs
 
-        tok = load_base(model).tokenizer
+        base = load_base(model)
         data, eval_data = out / "pairs-train.jsonl", out / "pairs-eval.jsonl"
-        pairs = build_corpus_pairs(run_dir / "prepare", recipe.data.val_fraction, recipe.data.split_seed, tok,
-                                   cfg.max_length, data, eval_data, cfg.seed)
+        # pairs that fit the length finetune() will use (finetune.max_length within the model's context)
+        pairs = build_corpus_pairs(run_dir / "prepare", recipe.data.val_fraction, recipe.data.split_seed,
+                                   base.tokenizer, within_context(cfg, base.model)[0].max_length, data, eval_data,
+                                   cfg.seed)
         if verbose:
             print(f"[finetune] {pairs['train_pairs']:,} function pairs from {pairs['train_files']:,} training files, "
                   f"{pairs['eval_pairs']:,} from {pairs['eval_files']:,} held-out files", file=sys.stderr)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 from fmforge.errors import InputNotFound, UserError
+from fmforge.outputs import atomic_write_text
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 if TYPE_CHECKING:  # encode workers import this module: pydantic would cost them 0.4 s each
@@ -104,8 +105,8 @@ def save(tok: Tokenizer, out_dir: Path) -> None:
         special["pad_token"] = PAD
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 1_000_000_000,
               "clean_up_tokenization_spaces": False, **special}
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-    (out_dir / "special_tokens_map.json").write_text(json.dumps({k: v for k, v in special.items() if v}, indent=2))
+    atomic_write_text(out_dir / "tokenizer_config.json", json.dumps(config, indent=2))
+    atomic_write_text(out_dir / "special_tokens_map.json", json.dumps({k: v for k, v in special.items() if v}, indent=2))
 
 
 def tokenizer_file(path: Path) -> Path:

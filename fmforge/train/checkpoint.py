@@ -17,7 +17,10 @@ system every rank sees (one node: any disk; several nodes: a shared one).
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -46,6 +49,17 @@ def _barrier() -> None:
         dist.barrier()
 
 
+@contextmanager
+def _one_process(verb: str):
+    """DCP warns on every save/load without a process group that it assumes one process:
+    that is what we ask for (no_dist), so that one warning, and only it, is noise here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, message=re.escape(
+            f"torch.distributed is disabled, unavailable or uninitialized, assuming the intent is to {verb} in a "
+            "single process."))
+        yield
+
+
 def write_synced(path: Path, write) -> None:
     with open(path, "wb") as f:
         write(f)
@@ -70,7 +84,8 @@ def save(ckpt_dir: Path, step: int, model: torch.nn.Module, opt: torch.optim.Opt
         tmp.mkdir()
     _barrier()  # the folder exists, and no rank writes into a stale one
     model_sd, optim_sd = get_state_dict(model, opt)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp), no_dist=not dist.is_initialized())  # returns once every rank wrote
+    with _one_process("save"):  # returns once every rank wrote
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp), no_dist=not dist.is_initialized())
     if main:
         write_synced(tmp / STATE, lambda f: torch.save(train_state, f))
         fsync_path(tmp)
@@ -125,7 +140,8 @@ def restore(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> N
 
     model_sd, optim_sd = get_state_dict(model, opt)  # the layout to fill: this rank's shards
     sd = {"model": model_sd, "optim": optim_sd}
-    dcp.load(sd, checkpoint_id=str(path), no_dist=not dist.is_initialized())
+    with _one_process("load"):
+        dcp.load(sd, checkpoint_id=str(path), no_dist=not dist.is_initialized())
     set_state_dict(model, opt, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
 
 
@@ -145,7 +161,8 @@ def consolidate(path: Path) -> dict[str, torch.Tensor]:
     for fqn, md in meta.state_dict_metadata.items():
         if fqn.startswith("model.") and isinstance(md, TensorStorageMetadata):
             sd["model"][fqn[len("model."):]] = torch.empty(md.size, dtype=md.properties.dtype)
-    dcp.load(sd, storage_reader=reader, no_dist=True)  # this process alone
+    with _one_process("load"):
+        dcp.load(sd, storage_reader=reader, no_dist=True)  # this process alone
     return sd["model"]
 
 

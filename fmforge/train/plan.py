@@ -58,6 +58,20 @@ class Plan:
         # plan can only shorten it, and a deterministic stand-in keeps resumes exact.
         return min(parts) if parts else None
 
+    def describe(self) -> str:
+        """The log line for a plan just made or fixed. It names what ends the run: the time budget
+        (its planned steps) or, when it allows more, the step or token budget that comes first."""
+        m, c = self.measured, self.cfg
+        text = (f"time budget {c.time_budget_s:g} s at {m['sec_per_step']:.3g} s/step (measured over "
+                f"{m['at_step'] - self.skip_until} steps): ")
+        fit, h = self.time_steps(), self.horizon()
+        if h < fit:
+            which = "max_steps" if c.max_steps == h else "max_tokens"
+            text += f"{fit} steps fit; train.{which} ends the run at {h}"
+        else:
+            text += f"{h} steps planned"
+        return text + (", fixed" if m["fixed"] else "")
+
     def observe(self, step: int, elapsed: float) -> bool:
         """Called after each step: makes the time plan when the measurement window is full,
         then remakes it from the recent half of the steps until it is fixed. True when the plan was

@@ -28,6 +28,7 @@ from fmforge.eval.heldout import iter_docs, score_docs
 from fmforge.model.flops import count_params, flops_per_token
 from fmforge.model.transformer import Transformer
 from fmforge.model.weights import save_model
+from fmforge.outputs import atomic_write_text
 from fmforge.tokenizer.shards import Shard, open_split
 from fmforge.train import checkpoint
 from fmforge.train.identity import budget, differences, run_identity, tokens_fingerprint
@@ -288,10 +289,7 @@ class Trainer:
         s.step += 1
         s.elapsed += dt
         if self.plan.observe(s.step, s.elapsed):
-            m = self.plan.measured
-            metrics.say(f"\ntime budget {cfg.time_budget_s:g} s at {m['sec_per_step']:.3g} s/step (measured over "
-                        f"{m['at_step'] - self.plan.skip_until} steps): {self.plan.horizon()} steps planned"
-                        + (", fixed" if m["fixed"] else ""))
+            metrics.say("\n" + self.plan.describe())
         tps = self.tokens_per_step / dt
         mfu = tps * self.fpt / self.peak if self.peak else None
         if mfu is not None and s.step > 3:
@@ -374,7 +372,7 @@ class Trainer:
                              s.tokens / s.elapsed if s.elapsed else 0.0, val, acc.name if acc else None, rt.world,
                              self.fpt)
         if rt.is_main:
-            (self.out_dir / "summary.json").write_text(json.dumps(result.to_dict(), indent=2))
+            atomic_write_text(self.out_dir / "summary.json", json.dumps(result.to_dict(), indent=2))
         return result
 
 
