@@ -46,6 +46,19 @@ def small_recipe(tmp_path, corpus_dir) -> Path:
     return write_recipe(tmp_path / "recipe.yaml", corpus_dir, tmp_path / "runs")
 
 
+@pytest.fixture
+def shards(small_recipe):
+    """(the small recipe, its token shards): the pipeline's collect, prepare and tokenizer stages."""
+    from fmforge.config import load_recipe
+    from fmforge.pipeline import Pipeline
+
+    r = load_recipe(small_recipe)
+    p = Pipeline(r, verbose=False)
+    for stage in ("collect", "prepare", "tokenizer"):
+        getattr(p, stage)()
+    return r, p.stage_dir("tokenizer") / "shards"
+
+
 @pytest.fixture(scope="session")
 def prepared(corpus_dir, tmp_path_factory) -> Path:
     """The small corpus collected into a document table (read-only for tests)."""

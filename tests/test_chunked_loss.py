@@ -161,17 +161,6 @@ def test_compiles_in_one_graph_and_equals_eager():
 # ---------------------------------------------------------------- in training
 
 
-@pytest.fixture
-def shards(small_recipe):
-    from fmforge.pipeline import Pipeline
-
-    r = load_recipe(small_recipe)
-    p = Pipeline(r, verbose=False)
-    for stage in ("collect", "prepare", "tokenizer"):
-        getattr(p, stage)()
-    return r, p.stage_dir("tokenizer") / "shards"
-
-
 def _losses(path):
     return [json.loads(line)["loss"] for line in open(path / "metrics.jsonl") if '"loss"' in line]
 

@@ -8,22 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from fmforge.config import load_recipe
 from fmforge.model.transformer import Transformer
-from fmforge.pipeline import Pipeline
 from fmforge.tokenizer.shards import open_split, write_shard
 from fmforge.train import checkpoint
 from fmforge.train.loader import TokenLoader
 from fmforge.train.trainer import TrainingDiverged, train
-
-
-@pytest.fixture
-def shards(small_recipe):
-    r = load_recipe(small_recipe)
-    p = Pipeline(r, verbose=False)
-    for stage in ("collect", "prepare", "tokenizer"):
-        getattr(p, stage)()
-    return r, p.stage_dir("tokenizer") / "shards"
 
 
 def losses(path):
