@@ -594,3 +594,13 @@ def test_cli_serve_needs_a_model_or_adapter(tmp_path):
     assert isinstance(r.exception, UserError) and "--adapter" in str(r.exception)
     r = CliRunner().invoke(app, ["serve", "--adapter", str(tmp_path / "missing")])
     assert isinstance(r.exception, UserError) and "missing" in str(r.exception)
+
+
+def test_tokenize_a_chat_with_a_wrong_role_is_400(served):
+    """/tokenize with a role the chat format lacks is the client's mistake: 400 naming
+    `messages`, as /v1/chat/completions answers the same body (it was a 500)."""
+    s = served
+    h = {"Authorization": f"Bearer {KEY}"}
+    body = {"messages": [{"role": "robot", "content": "x"}]}
+    for route in ("/tokenize", "/v1/chat/completions"):
+        assert "robot" in _err(httpx.post(s.base + route, json=body, headers=h), 400, "messages")["message"]
