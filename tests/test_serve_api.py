@@ -604,3 +604,18 @@ def test_tokenize_a_chat_with_a_wrong_role_is_400(served):
     body = {"messages": [{"role": "robot", "content": "x"}]}
     for route in ("/tokenize", "/v1/chat/completions"):
         assert "robot" in _err(httpx.post(s.base + route, json=body, headers=h), 400, "messages")["message"]
+
+
+def test_a_seed_beyond_64_bits_is_400(served):
+    """torch seeds a generator from a 64-bit integer; a larger JSON seed was a 500
+    ('Overflow when unpacking long long'). OpenAI's seed is a 64-bit integer: 400 naming it."""
+    s = served
+    h = {"Authorization": f"Bearer {KEY}"}
+    for seed in (2 ** 64, -(2 ** 63) - 1):
+        _err(httpx.post(s.base + "/v1/completions", headers=h,
+                        json={"prompt": "x", "max_tokens": 1, "temperature": 1, "seed": seed}), 400, "seed")
+    # the ends of the range still sample, n > 1 too (choice i uses seed + i)
+    for seed in (2 ** 63 - 1, -(2 ** 63)):
+        r = httpx.post(s.base + "/v1/completions", headers=h,
+                       json={"prompt": "x", "max_tokens": 1, "temperature": 1, "seed": seed, "n": 16})
+        assert r.status_code == 200 and len(r.json()["choices"]) == 16, r.text

@@ -34,7 +34,9 @@ class _Common(BaseModel):
     top_k: int = Field(0, ge=-1)  # not in OpenAI's API; vLLM's extension; -1 and 0 mean off
     n: int = Field(1, ge=1, le=16)
     stop: Optional[Union[str, list[str]]] = Field(None, validate_default=True)
-    seed: Optional[int] = None
+    # a 64-bit integer, as OpenAI's; choice i seeds torch's generator with seed + i, which takes
+    # -2**63 .. 2**64-1, so seed + 15 still fits
+    seed: Optional[int] = Field(None, ge=-2 ** 63, le=2 ** 63 - 1)
     stream: bool = False
     stream_options: Optional[dict] = None
     ignore_eos: bool = False  # vLLM's extension: keep going past end-of-text (benchmarks)
