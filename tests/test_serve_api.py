@@ -619,3 +619,27 @@ def test_a_seed_beyond_64_bits_is_400(served):
         r = httpx.post(s.base + "/v1/completions", headers=h,
                        json={"prompt": "x", "max_tokens": 1, "temperature": 1, "seed": seed, "n": 16})
         assert r.status_code == 200 and len(r.json()["choices"]) == 16, r.text
+
+
+def test_cli_serve_refuses_a_port_in_use_before_loading_the_model(served, monkeypatch):
+    """A port already taken was found by uvicorn only after the model loaded (minutes for a
+    large one) and after 'serving ... on http://...' was printed, ending in exit 3; now it is
+    a UserError naming --port, before anything loads."""
+    from typer.testing import CliRunner
+    import fmforge.serve.load
+    from fmforge.cli import app
+    from fmforge.errors import UserError
+
+    def never(*a, **k):
+        raise AssertionError("the model was loaded before the port was checked")
+    monkeypatch.setattr(fmforge.serve.load, "build_service", never)
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        r = CliRunner().invoke(app, ["serve", "--model", str(served.root / "run"), "--port", str(port)])
+    finally:
+        busy.close()
+    assert isinstance(r.exception, UserError), r.output
+    assert f"--port {port}" in str(r.exception) and "serving" not in r.output
