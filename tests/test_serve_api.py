@@ -643,3 +643,19 @@ def test_cli_serve_refuses_a_port_in_use_before_loading_the_model(served, monkey
         busy.close()
     assert isinstance(r.exception, UserError), r.output
     assert f"--port {port}" in str(r.exception) and "serving" not in r.output
+
+
+def test_values_of_the_wrong_json_type_are_400_not_coerced(served):
+    """As OpenAI's API, a parameter of the wrong JSON type is refused, naming it: pydantic's lax
+    mode read "5" as max_tokens 5, "yes" as stream true and true as logprobs 1."""
+    s = served
+    h = {"Authorization": f"Bearer {KEY}"}
+    for field, value in (("max_tokens", "5"), ("max_tokens", 2.0), ("stream", "yes"), ("logprobs", True),
+                         ("n", "2"), ("temperature", "0"), ("echo", 1), ("seed", "7")):
+        _err(httpx.post(s.base + "/v1/completions", headers=h, json={"prompt": "x", field: value}), 400, field)
+    _err(httpx.post(s.base + "/v1/chat/completions", headers=h,
+                    json={"messages": [{"role": "user", "content": "x"}], "logprobs": "true"}), 400, "logprobs")
+    # an integer where a number is asked is a number, as in JSON
+    r = httpx.post(s.base + "/v1/completions", headers=h, json={"prompt": "x", "temperature": 0, "top_p": 1,
+                                                                 "max_tokens": 1})
+    assert r.status_code == 200, r.text

@@ -26,8 +26,9 @@ def from_validation(e: ValidationError) -> APIError:
 
 
 class _Common(BaseModel):
-    # unknown fields (user, presence_penalty, ...) are accepted and ignored, as servers do
-    model_config = ConfigDict(extra="allow")
+    # unknown fields (user, presence_penalty, ...) are accepted and ignored, as servers do; known
+    # ones must have their JSON type, as OpenAI's API checks ("5" is not max_tokens 5, true not logprobs 1)
+    model_config = ConfigDict(extra="allow", strict=True)
     model: Optional[str] = None
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -79,7 +80,7 @@ class CompletionRequest(_Common):
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     role: str
     content: Union[str, list[dict]]
 
