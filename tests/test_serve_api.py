@@ -659,3 +659,17 @@ def test_values_of_the_wrong_json_type_are_400_not_coerced(served):
     r = httpx.post(s.base + "/v1/completions", headers=h, json={"prompt": "x", "temperature": 0, "top_p": 1,
                                                                  "max_tokens": 1})
     assert r.status_code == 200, r.text
+
+
+def test_every_bad_parameter_400_has_code_invalid_value(served):
+    """docs/serve.md: 400 for bad parameters, `param` naming the field and `code` invalid_value;
+    the checks made after validation (an empty prompt, a token id outside the vocabulary, a
+    role the chat format lacks) answered code null."""
+    s = served
+    h = {"Authorization": f"Bearer {KEY}"}
+    cases = [("/v1/completions", {"prompt": ""}, "prompt"), ("/v1/completions", {"prompt": [[]]}, "prompt"),
+             ("/v1/completions", {"prompt": [5000]}, "prompt"), ("/detokenize", {"tokens": [5000]}, "prompt"),
+             ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, "messages"),
+             ("/tokenize", {"x": 1}, "prompt"), ("/detokenize", {"tokens": "x"}, "tokens")]
+    for route, body, param in cases:
+        assert _err(httpx.post(s.base + route, json=body, headers=h), 400, param)["code"] == "invalid_value", body

@@ -11,6 +11,8 @@ class APIError(Exception):
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
                  type_: str | None = None):
         super().__init__(message)
+        if code is None and status == 400 and param is not None:
+            code = "invalid_value"  # a bad parameter, as pydantic's own refusals (from_validation) say
         self.status, self.message, self.param, self.code = status, message, param, code
         self.type = type_ or {400: "invalid_request_error", 401: "authentication_error",
                               404: "not_found_error", 503: "server_error"}.get(status, "server_error")
