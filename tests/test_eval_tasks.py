@@ -244,3 +244,29 @@ def test_cli_eval_humaneval_generates_executes_and_reports_pass_at_k(run_dir, tm
     assert m["n"] == 2 and m["pass@1"] == m["acc"] and 0 <= m["pass@1"] <= 1
     items = [json.loads(x) for x in (tmp_path / "o" / "items" / "humaneval.jsonl").read_text().splitlines()]
     assert [len(i["completions"]) for i in items] == [1, 1] and all(len(i["passed"]) == 1 for i in items)
+
+
+def test_cli_eval_reads_a_model_folder_with_its_tokenizer_beside_it(run_dir, tmp_path):
+    """What `fmforge import-hf` writes (model.safetensors + model.json + tokenizer.json in one
+    folder, which serve and export read) was refused by eval: it looked only in ../tokenizer.
+    It scores as the run it came from; the folder belongs to no run, so no validation shards."""
+    from fmforge.cli import app
+    from fmforge.export.writer import export_hf
+
+    (tmp_path / "hf").mkdir()
+    export_hf(run_dir, tmp_path / "hf")
+    r = CliRunner().invoke(app, ["import-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "imported")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "imported" / "tokenizer.json").is_file()
+    args = [a for t in _tasks(tmp_path) for a in ("--task", t)]
+    results = []
+    for model, out in ((run_dir, "e-run"), (tmp_path / "imported", "e-imported")):
+        r = CliRunner().invoke(app, ["eval", "--model", str(model), *args, "--out", str(tmp_path / out), "--per-item"])
+        assert r.exit_code == 0, r.output
+        results.append(json.loads((tmp_path / out / "eval.json").read_text()))
+        results[-1]["items"] = (tmp_path / out / "items" / "arc_easy.jsonl").read_text()
+    ran, imported = results
+    assert imported["lm"] is None
+    assert imported["items"] == ran["items"]
+    for k in ran["tasks"]:
+        assert (imported["tasks"][k]["acc"], imported["tasks"][k]["n"]) == (ran["tasks"][k]["acc"], ran["tasks"][k]["n"])

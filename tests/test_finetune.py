@@ -407,3 +407,32 @@ def test_chunked_loss_refuses_a_lora_adapter_on_the_head(run):
     net = apply_method(base.model, cfg, base.tokenizer)
     with pytest.raises(UserError, match=r"finetune\.loss_chunk_tokens: .*lm_head"):
         train_loop(net, [], cfg, CPU, base.tokenizer.pad_token_id, verbose=False)
+
+
+def test_an_hf_folder_that_is_not_a_model_is_a_user_error(run, tmp_path):
+    """--model DIR with a config.json transformers cannot read, or without readable weights,
+    was a traceback (transformers' ValueError / OSError, safetensors' SafetensorError) and
+    left --out behind holding only fmforge's lock: a one-line error naming the folder, no OUT."""
+    from typer.testing import CliRunner
+    from fmforge.cli import app
+    from fmforge.export.writer import export_hf
+    good = tmp_path / "hf"
+    good.mkdir()
+    export_hf(run, good)
+    cases = {"no-model-type": {"config.json": "{}"},
+             "bad-json": {"config.json": "{not json"},
+             "no-weights": {"config.json": (good / "config.json").read_text()},
+             "bad-weights": {"config.json": (good / "config.json").read_text(), "model.safetensors": "garbage"}}
+    data = _write(tmp_path / "d.jsonl", _rows(10))
+    for name, files in cases.items():
+        d = tmp_path / name
+        d.mkdir()
+        for f, text in files.items():
+            (d / f).write_text(text)
+        with pytest.raises(UserError, match=name):
+            load_base(d)
+        out = tmp_path / f"out-{name}"
+        r = CliRunner().invoke(app, ["finetune", "--model", str(d), "--data", str(data), "--out", str(out),
+                                     "--set", "finetune.device=cpu"])
+        assert isinstance(r.exception, UserError) and name in str(r.exception), r.exception
+        assert not out.exists(), name

@@ -594,3 +594,82 @@ def test_cli_serve_needs_a_model_or_adapter(tmp_path):
     assert isinstance(r.exception, UserError) and "--adapter" in str(r.exception)
     r = CliRunner().invoke(app, ["serve", "--adapter", str(tmp_path / "missing")])
     assert isinstance(r.exception, UserError) and "missing" in str(r.exception)
+
+
+def test_tokenize_a_chat_with_a_wrong_role_is_400(served):
+    """/tokenize with a role the chat format lacks is the client's mistake: 400 naming
+    `messages`, as /v1/chat/completions answers the same body (it was a 500)."""
+    s = served
+    h = {"Authorization": f"Bearer {KEY}"}
+    body = {"messages": [{"role": "robot", "content": "x"}]}
+    for route in ("/tokenize", "/v1/chat/completions"):
+        assert "robot" in _err(httpx.post(s.base + route, json=body, headers=h), 400, "messages")["message"]
+
+
+def test_a_seed_beyond_64_bits_is_400(served):
+    """torch seeds a generator from a 64-bit integer; a larger JSON seed was a 500
+    ('Overflow when unpacking long long'). OpenAI's seed is a 64-bit integer: 400 naming it."""
+    s = served
+    h = {"Authorization": f"Bearer {KEY}"}
+    for seed in (2 ** 64, -(2 ** 63) - 1):
+        _err(httpx.post(s.base + "/v1/completions", headers=h,
+                        json={"prompt": "x", "max_tokens": 1, "temperature": 1, "seed": seed}), 400, "seed")
+    # the ends of the range still sample, n > 1 too (choice i uses seed + i)
+    for seed in (2 ** 63 - 1, -(2 ** 63)):
+        r = httpx.post(s.base + "/v1/completions", headers=h,
+                       json={"prompt": "x", "max_tokens": 1, "temperature": 1, "seed": seed, "n": 16})
+        assert r.status_code == 200 and len(r.json()["choices"]) == 16, r.text
+
+
+def test_cli_serve_refuses_a_port_in_use_before_loading_the_model(served, monkeypatch):
+    """A port already taken was found by uvicorn only after the model loaded (minutes for a
+    large one) and after 'serving ... on http://...' was printed, ending in exit 3; now it is
+    a UserError naming --port, before anything loads."""
+    from typer.testing import CliRunner
+    import fmforge.serve.load
+    from fmforge.cli import app
+    from fmforge.errors import UserError
+
+    def never(*a, **k):
+        raise AssertionError("the model was loaded before the port was checked")
+    monkeypatch.setattr(fmforge.serve.load, "build_service", never)
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        r = CliRunner().invoke(app, ["serve", "--model", str(served.root / "run"), "--port", str(port)])
+    finally:
+        busy.close()
+    assert isinstance(r.exception, UserError), r.output
+    assert f"--port {port}" in str(r.exception) and "serving" not in r.output
+
+
+def test_values_of_the_wrong_json_type_are_400_not_coerced(served):
+    """As OpenAI's API, a parameter of the wrong JSON type is refused, naming it: pydantic's lax
+    mode read "5" as max_tokens 5, "yes" as stream true and true as logprobs 1."""
+    s = served
+    h = {"Authorization": f"Bearer {KEY}"}
+    for field, value in (("max_tokens", "5"), ("max_tokens", 2.0), ("stream", "yes"), ("logprobs", True),
+                         ("n", "2"), ("temperature", "0"), ("echo", 1), ("seed", "7")):
+        _err(httpx.post(s.base + "/v1/completions", headers=h, json={"prompt": "x", field: value}), 400, field)
+    _err(httpx.post(s.base + "/v1/chat/completions", headers=h,
+                    json={"messages": [{"role": "user", "content": "x"}], "logprobs": "true"}), 400, "logprobs")
+    # an integer where a number is asked is a number, as in JSON
+    r = httpx.post(s.base + "/v1/completions", headers=h, json={"prompt": "x", "temperature": 0, "top_p": 1,
+                                                                 "max_tokens": 1})
+    assert r.status_code == 200, r.text
+
+
+def test_every_bad_parameter_400_has_code_invalid_value(served):
+    """docs/serve.md: 400 for bad parameters, `param` naming the field and `code` invalid_value;
+    the checks made after validation (an empty prompt, a token id outside the vocabulary, a
+    role the chat format lacks) answered code null."""
+    s = served
+    h = {"Authorization": f"Bearer {KEY}"}
+    cases = [("/v1/completions", {"prompt": ""}, "prompt"), ("/v1/completions", {"prompt": [[]]}, "prompt"),
+             ("/v1/completions", {"prompt": [5000]}, "prompt"), ("/detokenize", {"tokens": [5000]}, "prompt"),
+             ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, "messages"),
+             ("/tokenize", {"x": 1}, "prompt"), ("/detokenize", {"tokens": "x"}, "tokens")]
+    for route, body, param in cases:
+        assert _err(httpx.post(s.base + route, json=body, headers=h), 400, param)["code"] == "invalid_value", body

@@ -1,7 +1,8 @@
 """What `fmforge eval --model DIR` accepts, resolved to an `LM`:
 
 - a run folder (runs/NAME: train/model.json, tokenizer/tokenizer.json),
-- a train folder (model.json + model.safetensors; the tokenizer beside it in ../tokenizer),
+- a train folder (model.json + model.safetensors; the tokenizer in ../tokenizer) or a model
+  folder with its tokenizer.json beside it (what `fmforge import-hf` writes),
 - a checkpoint: the folder checkpoints/step-N the trainer writes (sharded,
   torch.distributed.checkpoint; consolidated here in one process, any world size), its
   train_state.pt, or an older single-file state.pt; the run's tokenizer found upward,
@@ -79,8 +80,13 @@ def load_for_eval(path: Path | str, device: torch.device | str = "cpu", batch_to
 
     model = load_model(train_dir, device)
     tok_file = run_dir / "tokenizer" / "tokenizer.json"
-    if not tok_file.is_file():
-        raise InputNotFound(f"--model {d}: the run's tokenizer {tok_file} is missing")
+    if kind == "train" and (d / "tokenizer.json").is_file():
+        # a model folder with its own tokenizer (what import-hf writes; serve and export read it
+        # too) belongs to no run: the validation shards of the folder above are not its data
+        tok_file, run_dir = d / "tokenizer.json", None
+    elif not tok_file.is_file():
+        raise InputNotFound(f"--model {d}: the run's tokenizer {tok_file} is missing (nor is there a "
+                            f"tokenizer.json beside {train_dir / 'model.json'})")
     tok = _tokenizer(tok_file)
     return Loaded(LM(model, tok, [tok.token_to_id(EOT)], False, batch_tokens), kind, run_dir)
 

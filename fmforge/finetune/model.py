@@ -35,17 +35,30 @@ def _is_fmforge(path: Path) -> bool:
     return any((d / "model.safetensors").is_file() and (d / "model.json").is_file() for d in (path, path / "train"))
 
 
+def _why(e: Exception) -> str:
+    return " ".join(str(e).split())[:200]
+
+
 def _from_hf_dir(d: Path):
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    cfg = AutoConfig.from_pretrained(d, local_files_only=True)
+    # transformers says what is wrong with a folder by raising ValueError / OSError (no model_type,
+    # not JSON, no weight file) and safetensors by SafetensorError: the user's folder, not a bug
+    try:
+        cfg = AutoConfig.from_pretrained(d, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise UserError(f"--model {d / 'config.json'}: not a transformers model config ({_why(e)})") from None
     if not any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in (cfg.architectures or [])):
         raise UserError(f"--model {d}: architectures {cfg.architectures} is not a causal language model")
-    model = AutoModelForCausalLM.from_pretrained(d, local_files_only=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(d, local_files_only=True)
+    except (OSError, SafetensorError) as e:
+        raise UserError(f"--model {d}: its weights could not be loaded ({_why(e)})") from None
     try:
         tok = AutoTokenizer.from_pretrained(d, local_files_only=True)
     except (OSError, ValueError) as e:
-        raise InputNotFound(f"--model {d}: no tokenizer there ({' '.join(str(e).split())[:200]})") from None
+        raise InputNotFound(f"--model {d}: no tokenizer there ({_why(e)})") from None
     return model, tok
 
 

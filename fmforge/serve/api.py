@@ -13,7 +13,6 @@ from pydantic import ValidationError
 from fmforge.serve import routes
 from fmforge.serve.protocol import APIError, ChatRequest, CompletionRequest, from_validation
 from fmforge.serve.service import Service
-from fmforge.tokenizer.chat import render_chat
 
 
 def create_app(svc: Service) -> FastAPI:
@@ -82,7 +81,7 @@ def create_app(svc: Service) -> FastAPI:
         raw = await json_of(request)
         if "messages" in raw:
             body = await body_of(request, ChatRequest)
-            text = render_chat([{"role": m.role, "content": m.text()} for m in body.messages])
+            text = routes.chat_text(body)
         elif isinstance(raw.get("prompt"), str):
             text = raw["prompt"]
         else:

@@ -1,7 +1,9 @@
 """`fmforge serve` (mounted by fmforge.cli): the OpenAI-compatible server on uvicorn."""
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from pathlib import Path
 from typing import List, Optional
 
@@ -45,10 +47,29 @@ def register(app: typer.Typer) -> None:
         if adapter is not None and not (adapter / "adapter_config.json").is_file():
             raise UserError(f"--adapter {adapter}: no adapter_config.json (an adapter folder of `fmforge finetune`)")
         cfg = with_options(recipe_from(recipe, sets).serve, {"host": ("--host", host), "port": ("--port", port)})
-        svc = build_service(model, cfg, api_key or None, served_model_name, adapter)
+        sock = listen(cfg.host, cfg.port)
+        try:
+            svc = build_service(model, cfg, api_key or None, served_model_name, adapter)
+        except BaseException:
+            sock.close()
+            raise
         typer.echo(f"serving {svc.name} ({svc.sched.engine.cfg.n_layers} layers, {svc.max_len}-token context, "
                    f"{cfg.max_batch} slots) on http://{cfg.host}:{cfg.port}  (pid {os.getpid()})")
         try:
-            uvicorn.run(create_app(svc), host=cfg.host, port=cfg.port, log_level="warning")
+            server = uvicorn.Server(uvicorn.Config(create_app(svc), host=cfg.host, port=cfg.port, log_level="warning"))
+            server.run(sockets=[sock])
         finally:
             svc.sched.close()
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before the model loads (minutes for a large one), so a port
+    in use or a host that is not this machine's is refused at once, not after the load."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as e:
+        why = os.strerror(e.errno) if (e.errno or 0) > 0 else "no such host"  # gaierror: a negative errno
+        hint = "another server is using it: choose another --port" if e.errno == errno.EADDRINUSE else \
+            "check --host (an address of this machine) and --port"
+        raise UserError(f"--port {port}: cannot listen on {host}:{port} ({why}); {hint}") from None

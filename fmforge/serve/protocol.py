@@ -11,6 +11,8 @@ class APIError(Exception):
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
                  type_: str | None = None):
         super().__init__(message)
+        if code is None and status == 400 and param is not None:
+            code = "invalid_value"  # a bad parameter, as pydantic's own refusals (from_validation) say
         self.status, self.message, self.param, self.code = status, message, param, code
         self.type = type_ or {400: "invalid_request_error", 401: "authentication_error",
                               404: "not_found_error", 503: "server_error"}.get(status, "server_error")
@@ -26,15 +28,18 @@ def from_validation(e: ValidationError) -> APIError:
 
 
 class _Common(BaseModel):
-    # unknown fields (user, presence_penalty, ...) are accepted and ignored, as servers do
-    model_config = ConfigDict(extra="allow")
+    # unknown fields (user, presence_penalty, ...) are accepted and ignored, as servers do; known
+    # ones must have their JSON type, as OpenAI's API checks ("5" is not max_tokens 5, true not logprobs 1)
+    model_config = ConfigDict(extra="allow", strict=True)
     model: Optional[str] = None
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=-1)  # not in OpenAI's API; vLLM's extension; -1 and 0 mean off
     n: int = Field(1, ge=1, le=16)
     stop: Optional[Union[str, list[str]]] = Field(None, validate_default=True)
-    seed: Optional[int] = None
+    # a 64-bit integer, as OpenAI's; choice i seeds torch's generator with seed + i, which takes
+    # -2**63 .. 2**64-1, so seed + 15 still fits
+    seed: Optional[int] = Field(None, ge=-2 ** 63, le=2 ** 63 - 1)
     stream: bool = False
     stream_options: Optional[dict] = None
     ignore_eos: bool = False  # vLLM's extension: keep going past end-of-text (benchmarks)
@@ -77,7 +82,7 @@ class CompletionRequest(_Common):
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     role: str
     content: Union[str, list[dict]]
 

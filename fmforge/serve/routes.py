@@ -107,12 +107,18 @@ def chat_logprobs(svc: Service, s, start: int = 0, end: int | None = None) -> di
                         for tok, (lp, top) in zip(s.out[start:end], s.logprobs[start:end])]}
 
 
-async def chat(svc: Service, request, body: ChatRequest):
-    svc.check(body)
+def chat_text(body: ChatRequest) -> str:
+    """The prompt text of a chat request (its messages in the chat template); a role the
+    template lacks is the client's mistake, 400 naming `messages` (/tokenize shares this)."""
     try:
-        text = render_chat([{"role": m.role, "content": m.text()} for m in body.messages])
+        return render_chat([{"role": m.role, "content": m.text()} for m in body.messages])
     except UserError as e:
         raise APIError(400, str(e), "messages") from None
+
+
+async def chat(svc: Service, request, body: ChatRequest):
+    svc.check(body)
+    text = chat_text(body)
     ids = svc.ids_of(text)
     mt = svc.fit(ids, body.max_completion_tokens or body.max_tokens, "max_tokens")
     k = (body.top_logprobs or 0) if body.logprobs else None
