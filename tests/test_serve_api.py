@@ -222,7 +222,6 @@ def test_errors_400_401(served):
     post = lambda body, headers=h: httpx.post(s.base + "/v1/completions", json=body, headers=headers)  # noqa: E731
     _err(post({"prompt": "x", "max_tokens": -1}), 400, "max_tokens")
     _err(post({"prompt": "x", "temperature": 3}), 400, "temperature")
-    assert _err(post({"prompt": "x", "model": "gpt-4"}), 400, "model")["code"] == "model_not_found"
     assert _err(post({"prompt": list(range(1, 127)), "max_tokens": 10}), 400)["code"] == "context_length_exceeded"
     _err(post({"prompt": [5000]}), 400, "prompt")
     _err(httpx.post(s.base + "/v1/completions", content=b"{not json", headers=h), 400)
@@ -659,6 +658,21 @@ def test_values_of_the_wrong_json_type_are_400_not_coerced(served):
     r = httpx.post(s.base + "/v1/completions", headers=h, json={"prompt": "x", "temperature": 0, "top_p": 1,
                                                                  "max_tokens": 1})
     assert r.status_code == 200, r.text
+
+
+def test_an_unknown_model_is_404_model_not_found(served):
+    """OpenAI and vLLM answer a model they do not serve with 404 (type invalid_request_error,
+    code model_not_found, "The model `x` does not exist."); fmforge answered 400. The openai
+    SDK raises NotFoundError for it."""
+    s = served
+    h = {"Authorization": f"Bearer {KEY}"}
+    for route, body in (("/v1/completions", {"prompt": "x"}),
+                        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]})):
+        e = _err(httpx.post(s.base + route, json={**body, "model": "gpt-4"}, headers=h), 404, "model")
+        assert (e["type"], e["code"]) == ("invalid_request_error", "model_not_found")
+        assert "The model `gpt-4` does not exist" in e["message"]
+    with pytest.raises(openai.NotFoundError):
+        s.client.completions.create(model="gpt-4", prompt="x", max_tokens=1)
 
 
 def test_every_bad_parameter_400_has_code_invalid_value(served):
