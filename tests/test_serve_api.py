@@ -675,6 +675,19 @@ def test_an_unknown_model_is_404_model_not_found(served):
         s.client.completions.create(model="gpt-4", prompt="x", max_tokens=1)
 
 
+def test_chat_top_logprobs_without_logprobs_is_400(served):
+    """OpenAI refuses top_logprobs unless logprobs is true; fmforge ignored it and answered
+    without log-probs. Now 400 naming top_logprobs; with logprobs: true it still works."""
+    s = served
+    h = {"Authorization": f"Bearer {KEY}"}
+    chat = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 1}
+    for extra in ({"top_logprobs": 2}, {"top_logprobs": 2, "logprobs": False}):
+        e = _err(httpx.post(s.base + "/v1/chat/completions", json={**chat, **extra}, headers=h), 400, "top_logprobs")
+        assert e["code"] == "invalid_value" and "logprobs" in e["message"]
+    r = httpx.post(s.base + "/v1/chat/completions", json={**chat, "top_logprobs": 2, "logprobs": True}, headers=h)
+    assert r.status_code == 200 and len(r.json()["choices"][0]["logprobs"]["content"][0]["top_logprobs"]) == 2
+
+
 def test_every_bad_parameter_400_has_code_invalid_value(served):
     """docs/serve.md: 400 for bad parameters, `param` naming the field and `code` invalid_value;
     the checks made after validation (an empty prompt, a token id outside the vocabulary, a
