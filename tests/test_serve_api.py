@@ -688,6 +688,17 @@ def test_chat_top_logprobs_without_logprobs_is_400(served):
     assert r.status_code == 200 and len(r.json()["choices"][0]["logprobs"]["content"][0]["top_logprobs"]) == 2
 
 
+def test_detokenize_refuses_booleans_as_token_ids(served):
+    """/detokenize read {"tokens": [true]} as token 1 (a bool is an int in Python); token ids
+    are integers, as the strict request models say elsewhere: 400 naming tokens."""
+    s = served
+    h = {"Authorization": f"Bearer {KEY}"}
+    for tokens in ([True], [5, False]):
+        _err(httpx.post(s.base + "/detokenize", json={"tokens": tokens}, headers=h), 400, "tokens")
+    r = httpx.post(s.base + "/detokenize", json={"tokens": [s.tok.token_to_id(EOT)]}, headers=h)
+    assert r.status_code == 200 and r.json()["prompt"] == EOT
+
+
 def test_every_bad_parameter_400_has_code_invalid_value(served):
     """docs/serve.md: 400 for bad parameters, `param` naming the field and `code` invalid_value;
     the checks made after validation (an empty prompt, a token id outside the vocabulary, a

@@ -92,7 +92,8 @@ def create_app(svc: Service) -> FastAPI:
     @app.post("/detokenize")
     async def detokenize(request: Request):
         ids = (await json_of(request)).get("tokens")
-        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        # a JSON true is a bool, which Python counts as an int: refuse it, as the strict request models do
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             raise APIError(400, "send {\"tokens\": [ids]}", "tokens")
         return {"prompt": svc.decode(svc.ids_of(ids) if ids else [])}
 
