@@ -699,6 +699,30 @@ def test_detokenize_refuses_booleans_as_token_ids(served):
     assert r.status_code == 200 and r.json()["prompt"] == EOT
 
 
+def test_a_field_of_several_types_names_the_field_and_what_it_takes(served):
+    """prompt (and stop, a message's content) take several JSON types; a wrong one answered
+    pydantic's internal tag as param ("prompt.str") and the first alternative's message only
+    ("Input should be a valid string"). Now param is the field, the message what it takes."""
+    s = served
+    h = {"Authorization": f"Bearer {KEY}"}
+    prompt = "prompt must be a string, a list of strings, a list of token ids or a list of lists of token ids"
+    user = lambda content: {"messages": [{"role": "user", "content": content}]}  # noqa: E731
+    cases = [("/v1/completions", {"prompt": 5}, "prompt", prompt),
+             ("/v1/completions", {"prompt": [1.5]}, "prompt", prompt),
+             ("/v1/completions", {"prompt": [[1, "a"]]}, "prompt", prompt),
+             ("/v1/completions", {"prompt": "x", "stop": [5]}, "stop", "stop must be a string or a list of strings"),
+             ("/v1/chat/completions", user(5), "messages.0.content",
+              "messages.0.content must be a string or a list of content parts"),
+             ("/v1/chat/completions", user([5]), "messages.0.content",
+              "messages.0.content must be a string or a list of content parts")]
+    for route, body, param, message in cases:
+        e = _err(httpx.post(s.base + route, json=body, headers=h), 400, param)
+        assert (e["message"], e["code"]) == (message, "invalid_value"), body
+    # a field's own check still says its own words
+    assert "empty" in _err(httpx.post(s.base + "/v1/completions", json={"prompt": []}, headers=h), 400,
+                           "prompt")["message"]
+
+
 def test_every_bad_parameter_400_has_code_invalid_value(served):
     """docs/serve.md: 400 for bad parameters, `param` naming the field and `code` invalid_value;
     the checks made after validation (an empty prompt, a token id outside the vocabulary, a

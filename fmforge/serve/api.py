@@ -25,11 +25,7 @@ def create_app(svc: Service) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request, e: RequestValidationError):
-        first = e.errors()[0]
-        loc = [str(x) for x in first["loc"] if x != "body"]
-        param = ".".join(loc) or None
-        return JSONResponse(APIError(400, f"{param}: {first['msg']}" if param else first["msg"], param,
-                                     "invalid_value").body(), status_code=400)
+        return JSONResponse(from_validation(e).body(), status_code=400)
 
     @app.exception_handler(Exception)
     async def _bug(request, e: Exception):  # never a bare 500 page: the OpenAI shape, and the server lives on
