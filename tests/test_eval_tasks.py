@@ -91,13 +91,30 @@ def test_prompts_match_lm_eval_templates(tmp_path):
 @pytest.mark.parametrize("row,field", [({"query": "q", "choices": ["a"], "gold": 0}, "choices"),
                                        ({"query": "q", "choices": ["a", "b"], "gold": 2}, "gold"),
                                        ({"choices": ["a", "b"], "gold": 0}, "query"),
-                                       ({"query": "q", "choices": ["a", "b"], "gold": "0"}, "gold")])
+                                       ({"query": "q", "choices": ["a", "b"], "gold": "x"}, "gold"),
+                                       ({"query": "q", "choices": ["a", "b"], "gold": "1.5"}, "gold"),
+                                       ({"query": "q", "choices": ["a", "b"], "gold": ""}, "gold"),
+                                       ({"query": "q", "choices": ["a", "b"], "gold": "2"}, "gold"),
+                                       ({"query": "q", "choices": ["a", "b"], "gold": 1.0}, "gold")])
 def test_a_bad_row_names_the_file_line_and_field(tmp_path, row, field):
     f = tmp_path / "bad.jsonl"
     f.write_text(json.dumps({"query": "ok", "choices": ["a", "b"], "gold": 0}) + "\n" + json.dumps(row) + "\n")
     with pytest.raises(TaskError) as e:
         registry()["arc_easy"].load(f)
     assert f"{f}:2" in str(e.value) and field in str(e.value)
+
+
+def test_a_gold_index_as_a_string_of_digits_is_read(tmp_path):
+    """HellaSwag on the Hugging Face hub stores its label as a string ("label": "1"); the
+    loaders refused it (the field should be int). A string of digits is the index."""
+    f = tmp_path / "hs.jsonl"
+    f.write_text(json.dumps({"ctx": "A man", "endings": ["a", "b", "c", "d"], "label": "3"}) + "\n")
+    assert registry()["hellaswag"].load(f)[0].gold == 3
+    f.write_text(json.dumps({"query": "q", "choices": ["a", "b"], "gold": "1"}) + "\n")
+    assert registry()["arc_easy"].load(f)[0].gold == 1
+    f.write_text(json.dumps({"ctx": "A man", "endings": ["a", "b"], "label": "x"}) + "\n")
+    with pytest.raises(TaskError, match=f"{f}:1: field 'label'"):
+        registry()["hellaswag"].load(f)
 
 
 def test_unknown_task_and_missing_file_are_user_errors(tmp_path):

@@ -226,6 +226,28 @@ def test_the_default_max_length_is_fitted_to_the_models_context(run, tmp_path, c
     assert rep["config"]["max_length"] == 96 - 20  # the virtual tokens take their share of the context
 
 
+def test_too_many_virtual_tokens_says_what_fits_not_a_negative_count():
+    """200 virtual tokens on a 96-token model said "leaves -104 of the model's 96-token
+    context": a count no one can act on. The error names the setting, the context and how
+    many virtual tokens fit (96 - the 8 tokens an example needs at least = 88)."""
+    import re
+    from types import SimpleNamespace
+    from fmforge.finetune.model import within_context
+
+    model = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=96))
+    cfg = _cfg(method="prompt-tuning", prompt_tuning={"virtual_tokens": 200})
+    with pytest.raises(UserError) as e:
+        within_context(cfg, model)
+    msg = str(e.value)
+    assert "finetune.prompt_tuning.virtual_tokens 200" in msg and "96-token context" in msg
+    assert "finetune.max_length 96" in msg and "at most 88 virtual tokens" in msg
+    assert not re.search(r"-\d", msg), msg
+    tiny = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=8))
+    with pytest.raises(UserError) as e:
+        within_context(_cfg(method="prompt-tuning", prompt_tuning={"virtual_tokens": 4}), tiny)
+    assert "too short" in str(e.value) and not re.search(r"-\d", str(e.value))
+
+
 SOURCE = '''import os
 
 def top(a, b=1):

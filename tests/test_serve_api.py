@@ -222,7 +222,6 @@ def test_errors_400_401(served):
     post = lambda body, headers=h: httpx.post(s.base + "/v1/completions", json=body, headers=headers)  # noqa: E731
     _err(post({"prompt": "x", "max_tokens": -1}), 400, "max_tokens")
     _err(post({"prompt": "x", "temperature": 3}), 400, "temperature")
-    assert _err(post({"prompt": "x", "model": "gpt-4"}), 400, "model")["code"] == "model_not_found"
     assert _err(post({"prompt": list(range(1, 127)), "max_tokens": 10}), 400)["code"] == "context_length_exceeded"
     _err(post({"prompt": [5000]}), 400, "prompt")
     _err(httpx.post(s.base + "/v1/completions", content=b"{not json", headers=h), 400)
@@ -659,6 +658,69 @@ def test_values_of_the_wrong_json_type_are_400_not_coerced(served):
     r = httpx.post(s.base + "/v1/completions", headers=h, json={"prompt": "x", "temperature": 0, "top_p": 1,
                                                                  "max_tokens": 1})
     assert r.status_code == 200, r.text
+
+
+def test_an_unknown_model_is_404_model_not_found(served):
+    """OpenAI and vLLM answer a model they do not serve with 404 (type invalid_request_error,
+    code model_not_found, "The model `x` does not exist."); fmforge answered 400. The openai
+    SDK raises NotFoundError for it."""
+    s = served
+    h = {"Authorization": f"Bearer {KEY}"}
+    for route, body in (("/v1/completions", {"prompt": "x"}),
+                        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]})):
+        e = _err(httpx.post(s.base + route, json={**body, "model": "gpt-4"}, headers=h), 404, "model")
+        assert (e["type"], e["code"]) == ("invalid_request_error", "model_not_found")
+        assert "The model `gpt-4` does not exist" in e["message"]
+    with pytest.raises(openai.NotFoundError):
+        s.client.completions.create(model="gpt-4", prompt="x", max_tokens=1)
+
+
+def test_chat_top_logprobs_without_logprobs_is_400(served):
+    """OpenAI refuses top_logprobs unless logprobs is true; fmforge ignored it and answered
+    without log-probs. Now 400 naming top_logprobs; with logprobs: true it still works."""
+    s = served
+    h = {"Authorization": f"Bearer {KEY}"}
+    chat = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 1}
+    for extra in ({"top_logprobs": 2}, {"top_logprobs": 2, "logprobs": False}):
+        e = _err(httpx.post(s.base + "/v1/chat/completions", json={**chat, **extra}, headers=h), 400, "top_logprobs")
+        assert e["code"] == "invalid_value" and "logprobs" in e["message"]
+    r = httpx.post(s.base + "/v1/chat/completions", json={**chat, "top_logprobs": 2, "logprobs": True}, headers=h)
+    assert r.status_code == 200 and len(r.json()["choices"][0]["logprobs"]["content"][0]["top_logprobs"]) == 2
+
+
+def test_detokenize_refuses_booleans_as_token_ids(served):
+    """/detokenize read {"tokens": [true]} as token 1 (a bool is an int in Python); token ids
+    are integers, as the strict request models say elsewhere: 400 naming tokens."""
+    s = served
+    h = {"Authorization": f"Bearer {KEY}"}
+    for tokens in ([True], [5, False]):
+        _err(httpx.post(s.base + "/detokenize", json={"tokens": tokens}, headers=h), 400, "tokens")
+    r = httpx.post(s.base + "/detokenize", json={"tokens": [s.tok.token_to_id(EOT)]}, headers=h)
+    assert r.status_code == 200 and r.json()["prompt"] == EOT
+
+
+def test_a_field_of_several_types_names_the_field_and_what_it_takes(served):
+    """prompt (and stop, a message's content) take several JSON types; a wrong one answered
+    pydantic's internal tag as param ("prompt.str") and the first alternative's message only
+    ("Input should be a valid string"). Now param is the field, the message what it takes."""
+    s = served
+    h = {"Authorization": f"Bearer {KEY}"}
+    prompt = "prompt must be a string, a list of strings, a list of token ids or a list of lists of token ids"
+    user = lambda content: {"messages": [{"role": "user", "content": content}]}  # noqa: E731
+    cases = [("/v1/completions", {"prompt": 5}, "prompt", prompt),
+             ("/v1/completions", {"prompt": [1.5]}, "prompt", prompt),
+             ("/v1/completions", {"prompt": [[1, "a"]]}, "prompt", prompt),
+             ("/v1/completions", {"prompt": "x", "stop": [5]}, "stop", "stop must be a string or a list of strings"),
+             ("/v1/chat/completions", user(5), "messages.0.content",
+              "messages.0.content must be a string or a list of content parts"),
+             ("/v1/chat/completions", user([5]), "messages.0.content",
+              "messages.0.content must be a string or a list of content parts")]
+    for route, body, param, message in cases:
+        e = _err(httpx.post(s.base + route, json=body, headers=h), 400, param)
+        assert (e["message"], e["code"]) == (message, "invalid_value"), body
+    # a field's own check still says its own words
+    assert "empty" in _err(httpx.post(s.base + "/v1/completions", json={"prompt": []}, headers=h), 400,
+                           "prompt")["message"]
 
 
 def test_every_bad_parameter_400_has_code_invalid_value(served):

@@ -118,9 +118,11 @@ def within_context(cfg: FinetuneConfig, model) -> tuple[FinetuneConfig, str | No
         return cfg, None
     virtual = cfg.prompt_tuning.virtual_tokens if cfg.method == "prompt-tuning" else 0
     fits = ctx - virtual
-    if fits < 8:
-        raise UserError(f"finetune.prompt_tuning.virtual_tokens {virtual} leaves {fits} of the model's {ctx}-token "
-                        "context for the examples: lower it")
+    if fits < 8:  # say what fits, never what is left over (a negative count)
+        most = f"use at most {ctx - 8} virtual tokens" if ctx > 8 else "the context is too short for prompt tuning"
+        raise UserError(f"finetune.prompt_tuning.virtual_tokens {virtual} does not fit the model's {ctx}-token "
+                        f"context (with finetune.max_length {cfg.max_length}, examples need at least 8 of its "
+                        f"tokens): {most}")
     if cfg.max_length <= fits:
         return cfg, None
     less = f" less {virtual} virtual tokens" if virtual else ""

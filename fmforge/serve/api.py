@@ -25,11 +25,7 @@ def create_app(svc: Service) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request, e: RequestValidationError):
-        first = e.errors()[0]
-        loc = [str(x) for x in first["loc"] if x != "body"]
-        param = ".".join(loc) or None
-        return JSONResponse(APIError(400, f"{param}: {first['msg']}" if param else first["msg"], param,
-                                     "invalid_value").body(), status_code=400)
+        return JSONResponse(from_validation(e).body(), status_code=400)
 
     @app.exception_handler(Exception)
     async def _bug(request, e: Exception):  # never a bare 500 page: the OpenAI shape, and the server lives on
@@ -92,7 +88,8 @@ def create_app(svc: Service) -> FastAPI:
     @app.post("/detokenize")
     async def detokenize(request: Request):
         ids = (await json_of(request)).get("tokens")
-        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        # a JSON true is a bool, which Python counts as an int: refuse it, as the strict request models do
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             raise APIError(400, "send {\"tokens\": [ids]}", "tokens")
         return {"prompt": svc.decode(svc.ids_of(ids) if ids else [])}
 

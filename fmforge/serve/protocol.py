@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class APIError(Exception):
@@ -21,9 +21,24 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
-def from_validation(e: ValidationError) -> APIError:
+# what a field of several types takes: pydantic names the alternative it tried in the error's
+# loc ("prompt.str") and the first error gives that alternative's message only ("should be a valid string")
+ALLOWED = {"prompt": "a string, a list of strings, a list of token ids or a list of lists of token ids",
+           "stop": "a string or a list of strings",
+           "content": "a string or a list of content parts"}
+
+
+def from_validation(e) -> APIError:
+    """The first error of a pydantic ValidationError (or FastAPI's RequestValidationError, whose
+    loc starts with "body") as a 400 naming the field."""
     first = e.errors()[0]
-    param = ".".join(str(x) for x in first["loc"]) or None
+    loc = [str(x) for x in first["loc"] if x != "body"]
+    # a union field's name followed by more (the alternative's tag): name the field, say what it takes
+    cut = next((i for i, x in enumerate(loc[:-1]) if x in ALLOWED), None)
+    if cut is not None:
+        param = ".".join(loc[:cut + 1])
+        return APIError(400, f"{param} must be {ALLOWED[loc[cut]]}", param, "invalid_value")
+    param = ".".join(loc) or None
     return APIError(400, f"{param}: {first['msg']}" if param else first["msg"], param, "invalid_value")
 
 

@@ -118,6 +118,8 @@ def chat_text(body: ChatRequest) -> str:
 
 async def chat(svc: Service, request, body: ChatRequest):
     svc.check(body)
+    if body.top_logprobs is not None and not body.logprobs:  # refused, as OpenAI does, not ignored
+        raise APIError(400, "top_logprobs requires logprobs: true", "top_logprobs")
     text = chat_text(body)
     ids = svc.ids_of(text)
     mt = svc.fit(ids, body.max_completion_tokens or body.max_tokens, "max_tokens")

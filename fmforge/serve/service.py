@@ -46,9 +46,10 @@ class Service:
 
     # ---------------------------------------------------------------- requests
     def check(self, body) -> None:
+        # 404, as OpenAI and vLLM answer a model they do not have (the type stays invalid_request_error)
         if body.model is not None and body.model != self.name:
-            raise APIError(400, f"model {body.model!r} is not served here; this server serves {self.name!r}",
-                           "model", "model_not_found")
+            raise APIError(404, f"The model `{body.model}` does not exist; this server serves `{self.name}`.",
+                           "model", "model_not_found", "invalid_request_error")
 
     def ids_of(self, prompt) -> list[int]:
         ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)

@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -74,7 +75,12 @@ def need(row: dict, key: str, kind, path: Path, n: int):
 
 
 def need_gold(row: dict, key: str, n_choices: int, path: Path, n: int) -> int:
-    g = need(row, key, int, path, n)
+    """The gold choice's index: an integer, or a string of digits (HellaSwag's label on the
+    Hugging Face hub is "0".."3")."""
+    v = row.get(key)
+    if isinstance(v, str) and not re.fullmatch(r"[0-9]+", v):
+        raise TaskError(f"{path}:{n}: field {key!r} should be an integer or a string of digits, got {v!r}")
+    g = int(v) if isinstance(v, str) else need(row, key, int, path, n)
     if not 0 <= g < n_choices:
         raise TaskError(f"{path}:{n}: field {key!r} is {g}, outside 0..{n_choices - 1}")
     return g
