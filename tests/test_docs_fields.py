@@ -8,8 +8,9 @@ sections (`model_fields`), each named by its dotted path: `data.gopher.min_words
    by anything but a word character or a dot, so `data.gopher.*` documents no field of
    data.gopher; or
 2. its path relative to an enclosing section S in backticks (`min_words`, `gopher.min_words`),
-   on a table row or in a list item (with its indented continuation lines), under a heading
-   whose block (the text up to the next heading) names S: in backticks as `S`, `S:`, `S.*` or
+   in a table's first column or a column headed "settings", or in a list item (with its
+   indented continuation lines), under a heading whose block (the text up to the next heading)
+   names S: in backticks as `S`, `S:`, `S.*` or
    `S.…` in the heading, or as `S:`, `S.*`, `S.…` or "`S` section" in the block's text; or
 3. its path as a key of a fenced ```yaml example (`eval:` / `  every_steps: 500`).
 
@@ -45,7 +46,7 @@ def doc_texts() -> dict[str, str]:
 
 
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
-SPAN = re.compile(r"`([^`\n]+)`")
+SPAN = re.compile(r"`((?:[^`\n]|\n(?![ \t]*\n))+)`")  # a code span may wrap, not cross a blank line
 
 
 def _bounded(path: str) -> re.Pattern:
@@ -85,13 +86,20 @@ def _names_section(heading: str, body: str, section: str) -> bool:
 
 
 def _listed_lines(body: str) -> list[str]:
-    """Table rows and list items (an item with its indented continuation lines) of a block."""
-    out, in_item = [], False
+    """List items (an item with its indented continuation lines) and, of table rows, the cells
+    that name fields: the first, and those of a column headed "settings"."""
+    out, in_item, header = [], False, None
     for line in body.splitlines():
         if line.lstrip().startswith("|"):
-            out.append(line)
+            cells = line.strip().strip("|").split(" | ")
+            if header is None:
+                header = [i for i, c in enumerate(cells) if i == 0 or "setting" in c]
+            elif not set(line) <= set("|-: "):
+                out += [cells[i] for i in header if i < len(cells)]
             in_item = False
-        elif re.match(r"\s*([-*+]|\d+\.) ", line):
+            continue
+        header = None
+        if re.match(r"\s*([-*+]|\d+\.) ", line):
             out.append(line)
             in_item = True
         elif in_item and line.startswith(" ") and line.strip():
