@@ -252,6 +252,24 @@ def test_decontamination_against_real_eval_sets(tmp_path):
     assert s.removed == {"contaminated": 1} and s.examples["contaminated"][0]["where"] == "p:d2"
 
 
+def test_decontamination_matches_words_not_runs_of_punctuation(tmp_path):
+    """A 13-gram of punctuation is no leak: an rst heading's '############' underline once
+    matched a '# # # ...' scene break of LAMBADA and dropped a PEP sharing no 13 words with it
+    ("205 shared 13-grams"); a copied passage is still found."""
+    rng = random.Random(7)
+    leak = essay(random.Random(99), 40)
+    (tmp_path / "eval.jsonl").write_text(
+        json.dumps({"context": "Chapter one.\n\n# # # # # # # # # # # # # # # #\n\n" + leak}) + "\n")
+    heading = essay(rng) + "\n\nNotes\n" + "#" * 40 + "\n\n" + essay(rng)
+    copied = essay(rng) + "\n" + leak.upper() + "\n" + essay(rng)
+    docs = [make_doc(essay(rng), "p", "clean"), make_doc(heading, "p", "heading"), make_doc(copied, "p", "leak")]
+    raw = docs_table(tmp_path, docs, shards=1)
+    s = prepare(raw, tmp_path / "out", cfg(languages=[], workers=1), decontaminate=[str(tmp_path / "eval.jsonl")])
+    assert s.removed == {"contaminated": 1}, dict(s.removed)
+    assert s.examples["contaminated"][0]["where"] == "p:leak"
+    assert sorted(i for i, _ in kept(tmp_path / "out")) == sorted(d["id"] for d in docs[:2])
+
+
 def test_data_and_tokenizer_commands_start_without_torch():
     """Data preparation needs no torch, and every data/tokenizer command starts a process: the
     CLI with every stage's verbs mounted must not import it (eval's commands once did, ~1 s of

@@ -5,7 +5,10 @@ Evaluation files are read in the formats they come in: JSONL (.gz/.zst) of any s
 (HellaSwag ``ctx``/``endings``, ARC/PIQA ``query``/``choices``, HumanEval ``prompt``/
 ``canonical_solution``/``test``, GSM8K ``question``/``answer``, ...: every string inside a
 record, each on its own), CSV (MMLU: every cell of a row), plain text (each paragraph).
-Words are the shared tokenisation, lowercased, so punctuation and case do not hide a match.
+Words are the shared tokenisation, lowercased, so case does not hide a match. An n-gram counts
+only when at least half of its tokens are words (hold a letter or a digit): a run of punctuation
+(an rst heading's ``#####`` underline, a ``* * *`` scene break) is in countless documents and
+evaluation sets alike, and is no leak.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
-from fmforge.data.text import ngram_hashes, word_hashes, words
+from fmforge.data.text import is_punct, ngram_hashes, word_hashes, words
 
 
 def _open(path: Path) -> io.TextIOBase:
@@ -84,15 +87,24 @@ def build_index(paths: list[str], n: int) -> np.ndarray:
         for text in eval_texts(path):
             toks = words(text)
             if len(toks) >= min(n, 8):
-                parts.append(ngram_hashes(word_hashes(toks), n))
+                parts.append(_ngrams(word_hashes(toks), toks, n))
     return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint64)
 
 
-def contaminated(wh: np.ndarray, index: np.ndarray, n: int) -> int:
-    """How many of a document's word n-grams appear in the evaluation index."""
+def _ngrams(wh: np.ndarray, toks: list[str], n: int) -> np.ndarray:
+    """The hashes of the n-grams of ``toks`` (hashes ``wh``) at least half of whose tokens are words."""
+    ng = ngram_hashes(wh, n)
+    k = min(n, len(toks))
+    is_word = np.fromiter((not is_punct(t) for t in toks), dtype=np.int64, count=len(toks))
+    per_window = np.convolve(is_word, np.ones(k, dtype=np.int64), mode="valid")
+    return ng[2 * per_window >= k]
+
+
+def contaminated(wh: np.ndarray, index: np.ndarray, n: int, toks: list[str]) -> int:
+    """How many of a document's word n-grams (``toks``, hashes ``wh``) appear in the evaluation index."""
     if len(index) == 0 or len(wh) == 0:
         return 0
-    ng = ngram_hashes(wh, n)
+    ng = _ngrams(wh, toks, n)
     pos = np.searchsorted(index, ng)
     pos[pos == len(index)] = 0
     return int((index[pos] == ng).sum())

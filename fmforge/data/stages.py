@@ -146,7 +146,7 @@ class Stages:
         if wh is None:  # (words of the text before C4 line removal and PII placeholders)
             wh = word_hashes(toks)
         if len(self.eval_index):
-            hits = contaminated(wh, self.eval_index, cfg.decontam_ngram)
+            hits = contaminated(wh, self.eval_index, cfg.decontam_ngram, toks)
             if hits:
                 st.contaminated_docs += 1
             drop = hits and cfg.decontam_action == "drop"
