@@ -166,6 +166,16 @@ class TokenizerConfig(Section):
     special_tokens: list[str] = Field(
         default_factory=lambda: ["<|endoftext|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>"]
     )
+
+    @field_validator("special_tokens")
+    @classmethod
+    def _distinct_tokens(cls, v):  # HF's trainer silently drops an empty or repeated token, shifting ids
+        if any(t == "" for t in v):
+            raise ValueError(f"an empty string is not a token (entry {v.index('')})")
+        dup = sorted({t for t in v if v.count(t) > 1})
+        if dup:
+            raise ValueError(f"{', '.join(dup)} given more than once; each special token gets one id")
+        return v
     path: Optional[str] = None  # use an existing tokenizer.json instead of training one
     workers: int = Field(0, ge=0)  # encode processes; 0: every core
     # text per encode work unit = per shard; None: from the corpus size (about 256 chunks,

@@ -116,3 +116,12 @@ def test_a_single_value_set_into_a_list_field_is_a_list_of_one():
     assert load_recipe(None, ["data.sources=[a, b]"]).data.sources == ["a", "b"]
     with pytest.raises(RecipeError, match="train.max_steps"):
         load_recipe(None, ["train.max_steps=[3]"])  # a list into a scalar field stays an error
+
+
+@pytest.mark.parametrize("tokens, word", [('["<|endoftext|>", "<|pad|>", "<|endoftext|>"]', "more than once"),
+                                          ('["<|endoftext|>", "", "<|pad|>"]', "empty")])
+def test_special_tokens_must_be_distinct_and_non_empty(tokens, word):
+    # HF's BpeTrainer drops a repeated or empty token without a word, so ids no longer follow the list
+    with pytest.raises(RecipeError, match=word) as e:
+        load_recipe(None, [f"tokenizer.special_tokens={tokens}"])
+    assert "tokenizer.special_tokens" in str(e.value)
