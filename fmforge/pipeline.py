@@ -554,6 +554,9 @@ def report_rows(report: dict) -> list[tuple[str, str]]:
         ("val bits/byte (gzip -9)", _f(report["gzip_bpb"])),
         ("val bits/byte (xz -9e)", _f(report["xz_bpb"])),
     ]
+    scored = report.get("val_docs_scored")
+    if scored is not None:  # eval.max_docs may score a share of them: say which figures the rows above are
+        rows.append(("val documents scored", f"{scored:,} of {_f(d['val_docs'], '{:,}')}"))
     for name, m in (report.get("tasks") or {}).items():
         rows.append((f"{name} acc / acc_norm", f"{_f(m.get('acc'))} / {_f(m.get('acc_norm'))} (n={m['n']})"))
     if report.get("core") is not None:

@@ -57,3 +57,7 @@ def test_cli_run_prints_report_table(small_recipe):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "val bits/byte (model)" in out.stdout and "gzip -9" in out.stdout
+    # the small recipe scores eval.max_docs = 4 of its validation documents: report.md says so
+    run_dir = small_recipe.parent / "runs" / "t"
+    n_val = sum(len(s) for s in open_split(run_dir / "tokenizer" / "shards", "val"))
+    assert n_val > 4 and f"| val documents scored | 4 of {n_val:,} |" in (run_dir / "report.md").read_text()
