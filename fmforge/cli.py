@@ -236,6 +236,21 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except SystemExit as e:  # typer turns Ctrl-C into a silent exit 130: say why the command stopped
+        if e.code == 130 and _from_interrupt(e):
+            err.print("interrupted")
+        raise
+
+
+def _from_interrupt(e: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is among the exceptions `e` was raised from or during."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 if __name__ == "__main__":

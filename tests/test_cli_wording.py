@@ -72,3 +72,29 @@ def test_config_check_validates_a_recipe_and_exits_0_or_2_naming_the_field(tmp_p
     r = _fmforge("config", "check", str(good), "--set", "model.n_layers=0")
     assert r.returncode == 2 and "model.n_layers" in r.stderr
     assert "check" in _cli("config", "--help").output
+
+
+def test_ctrl_c_in_any_command_says_interrupted_and_exits_130(monkeypatch, capsys):
+    """typer turns a KeyboardInterrupt inside a command into a silent exit 130; the stage
+    commands without their own handler (tokenizer encode, prepare) then stopped without a word."""
+    import typer
+
+    import fmforge.cli as cli
+
+    demo = typer.Typer()
+
+    @demo.command()
+    def work():
+        raise KeyboardInterrupt  # what Ctrl-C raises in the middle of a command
+
+    @demo.command()
+    def done():
+        raise typer.Exit(130)  # a command's own exit 130, no interrupt: no message added
+
+    monkeypatch.setattr(cli, "app", demo)
+    for args, said in ((["work"], True), (["done"], False)):
+        monkeypatch.setattr("sys.argv", ["fmforge", *args])
+        with pytest.raises(SystemExit) as e:
+            cli.main()
+        assert e.value.code == 130
+        assert ("interrupted" in capsys.readouterr().err) is said
